@@ -1,0 +1,34 @@
+# The two commands a newcomer runs: `make conformance` and `make test`.
+# Both create the virtual environment when it is missing.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: conformance test proto bench repeat clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## The suite against the reference implementation, with its report.
+conformance: $(STAMP)
+	$(VENV)/bin/choo-ref conformance --report conformance-report
+
+## Every test: unit, property, stress, crash, and the feature files.
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+## Regenerate the protobuf code from proto/ (a test fails when it drifts).
+proto: $(STAMP)
+	$(PY) tools/genproto.py
+
+## The feature files 50 times in a row: the flakiness check.
+repeat: $(STAMP)
+	$(PY) -m pytest steps -q -p no:randomly --count=50
+
+clean:
+	rm -rf $(VENV) conformance-report report.json

@@ -1,0 +1,32 @@
+"""Root of the suite: which step modules are loaded, and the options that pick
+the implementation under test."""
+
+pytest_plugins = [
+    "steps.common",
+    "steps.watch_job_steps",
+]
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("choo conformance")
+    group.addoption(
+        "--servicer",
+        default=None,
+        metavar="MODULE:FACTORY",
+        help="build the servicer under test with FACTORY(jobs, shutdown) "
+        "instead of the reference servicer (used to prove the suite can fail)",
+    )
+
+
+def pytest_configure(config):
+    # Every Gherkin tag becomes a pytest marker; register them so `-m W7`
+    # selects a rule without warnings.
+    import pathlib
+    import re
+
+    features = pathlib.Path(__file__).parent / "features"
+    tags = set()
+    for feature in features.glob("*.feature"):
+        tags.update(re.findall(r"@([\w.-]+)", feature.read_text()))
+    for tag in sorted(tags):
+        config.addinivalue_line("markers", f"{tag}: Gherkin tag")

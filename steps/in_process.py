@@ -1,0 +1,244 @@
+"""The in-process target: the servicer under grpc_testing, no sockets.
+
+grpc_testing runs each call's handler on a thread of its own and gives the
+client side an object to take responses from. Two of its habits shape this
+module (see docs/ARCHITECTURE.md, "grpc_testing quirks"):
+
+- After the client side cancels, `termination()` raises ValueError instead of
+  reporting a status, so a cancelled call is reported as CANCELLED by us.
+- The server keeps pulling a handler's generator after the client cancelled;
+  only the handler can notice. What the handler itself did is therefore
+  observed on the server side, by wrapping the servicer (HandlerProbe).
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from dataclasses import dataclass
+from typing import Callable
+
+import grpc
+import grpc_testing
+
+from choo.v1 import daemon_pb2
+from reference_server.servicer import DaemonServicer
+from reference_server.shutdown import ShutdownSignal
+
+SERVICE = daemon_pb2.DESCRIPTOR.services_by_name["DaemonService"]
+CALL_ID_KEY = "conformance-call-id"
+
+ServicerFactory = Callable[[object, ShutdownSignal], object]
+
+
+def default_servicer(jobs, shutdown: ShutdownSignal):
+    return DaemonServicer(jobs, shutdown)
+
+
+@dataclass
+class Status:
+    code: grpc.StatusCode
+    details: str
+
+    def __str__(self) -> str:
+        return f"{self.code.name} {self.details!r}"
+
+
+OK = Status(grpc.StatusCode.OK, "")
+
+
+class HandlerRecord:
+    """What one handler did on the server side: when it ended, and how."""
+
+    def __init__(self, method: str) -> None:
+        self.method = method
+        self.ended = threading.Event()
+        self.outcome: Status | None = None
+        self._aborted: Status | None = None
+
+    def finish(self, outcome: Status) -> None:
+        self.outcome = outcome
+        self.ended.set()
+
+
+class _RecordingContext:
+    """Passes everything to the real context and notes abort()'s status."""
+
+    def __init__(self, context, record: HandlerRecord) -> None:
+        self._context = context
+        self._record = record
+
+    def abort(self, code, details):
+        self._record._aborted = Status(code, details)
+        return self._context.abort(code, details)
+
+    def __getattr__(self, name):
+        return getattr(self._context, name)
+
+
+def _call_id(context) -> str | None:
+    for key, value in context.invocation_metadata():
+        if key == CALL_ID_KEY:
+            return value
+    return None
+
+
+class HandlerProbe:
+    """Wraps a servicer; records every handler's end by the caller's call id."""
+
+    def __init__(self, servicer) -> None:
+        self._servicer = servicer
+        self._lock = threading.Lock()
+        self.records: dict[str, HandlerRecord] = {}
+
+    def _record(self, method: str, context) -> HandlerRecord:
+        record = HandlerRecord(method)
+        with self._lock:
+            self.records[_call_id(context) or f"anonymous-{len(self.records)}"] = record
+        return record
+
+    def _ended_by(self, record: HandlerRecord, error: BaseException) -> Status:
+        if record._aborted is not None:
+            return record._aborted
+        return Status(grpc.StatusCode.UNKNOWN, f"handler raised {error!r}")
+
+    def __getattr__(self, name: str):
+        method = getattr(self._servicer, name)
+        if name == "WatchJob":
+
+            def stream(request, context):
+                record = self._record(name, context)
+                try:
+                    yield from method(request, _RecordingContext(context, record))
+                except BaseException as error:
+                    record.finish(self._ended_by(record, error))
+                    raise
+                record.finish(OK)
+
+            return stream
+
+        def unary(request, context):
+            record = self._record(name, context)
+            try:
+                response = method(request, _RecordingContext(context, record))
+            except BaseException as error:
+                record.finish(self._ended_by(record, error))
+                raise
+            record.finish(OK)
+            return response
+
+        return unary
+
+    def unfinished(self) -> list[HandlerRecord]:
+        with self._lock:
+            return [r for r in self.records.values() if not r.ended.is_set()]
+
+
+class WatchCall:
+    """The client side of one WatchJob call: collects events as they come."""
+
+    def __init__(self, call_id: str, rpc) -> None:
+        self.call_id = call_id
+        self._rpc = rpc
+        self._cond = threading.Condition()
+        self.events: list[daemon_pb2.JobEvent] = []
+        self.status: Status | None = None
+        self.cancelled_by_client = False
+        self._reader = threading.Thread(target=self._read, name=f"watch-client-{call_id}", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                event = self._rpc.take_response()
+            except ValueError:  # grpc_testing: the call is over, nothing left
+                break
+            with self._cond:
+                self.events.append(event)
+                self._cond.notify_all()
+        try:
+            _, code, details = self._rpc.termination()
+            status = Status(code, details)
+        except ValueError:  # grpc_testing: termination() after cancel()
+            status = Status(grpc.StatusCode.CANCELLED, "cancelled by the client")
+        with self._cond:
+            self.status = status
+            self._cond.notify_all()
+
+    def wait_for_events(self, count: int, timeout: float) -> bool:
+        with self._cond:
+            return self._cond.wait_for(
+                lambda: len(self.events) >= count or self.status is not None, timeout
+            ) and len(self.events) >= count
+
+    def wait_for_status(self, timeout: float) -> Status | None:
+        with self._cond:
+            self._cond.wait_for(lambda: self.status is not None, timeout)
+            return self.status
+
+    def received(self) -> list[daemon_pb2.JobEvent]:
+        with self._cond:
+            return list(self.events)
+
+    def cancel(self) -> None:
+        self.cancelled_by_client = True
+        self._rpc.cancel()
+
+    def is_over(self) -> bool:
+        with self._cond:
+            return self.status is not None
+
+    def join(self, timeout: float) -> None:
+        self._reader.join(timeout)
+
+
+class InProcessTarget:
+    """A DaemonService servicer behind grpc_testing, with a probe on it."""
+
+    name = "in-process"
+
+    def __init__(self, jobs, servicer_factory: ServicerFactory = default_servicer) -> None:
+        self.jobs = jobs
+        self.shutdown = ShutdownSignal()
+        self.servicer = servicer_factory(jobs, self.shutdown)
+        self.probe = HandlerProbe(self.servicer)
+        self._server = grpc_testing.server_from_dictionary(
+            {SERVICE: self.probe}, grpc_testing.strict_real_time()
+        )
+        self._ids = itertools.count(1)
+        self.calls: list[WatchCall] = []
+
+    def watch(self, job_id: str, from_sequence: int = 0) -> WatchCall:
+        call_id = str(next(self._ids))
+        rpc = self._server.invoke_unary_stream(
+            SERVICE.methods_by_name["WatchJob"],
+            ((CALL_ID_KEY, call_id),),
+            daemon_pb2.WatchJobRequest(job_id=job_id, from_sequence=from_sequence),
+            None,
+        )
+        call = WatchCall(call_id, rpc)
+        self.calls.append(call)
+        return call
+
+    def handler(self, call: WatchCall) -> HandlerRecord | None:
+        return self.probe.records.get(call.call_id)
+
+    def begin_shutdown(self) -> None:
+        self.shutdown.trigger()
+
+    def close(self, timeout: float = 5.0) -> list[str]:
+        """Cancel what is still open and let every handler end; returns the
+        problems left over (handlers that did not end)."""
+        for call in self.calls:
+            if not call.is_over():
+                call.cancel()
+        close_feeds = getattr(self.jobs, "close_all_feeds", None)
+        if close_feeds is not None:
+            close_feeds()
+        problems = []
+        for call_id, record in list(self.probe.records.items()):
+            if not record.ended.wait(timeout):
+                problems.append(f"the {record.method} handler of call {call_id} never ended")
+        for call in self.calls:
+            call.join(timeout)
+        return problems

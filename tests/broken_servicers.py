@@ -1,0 +1,134 @@
+"""Deliberately broken WatchJob servicers. Each must turn at least one
+scenario of features/watch_job.feature red (tests/test_suite_catches_bugs.py).
+
+Each is a factory(jobs, shutdown) -> servicer, for `pytest --servicer`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import grpc
+
+from reference_server.jobs import JobNotFound, RUNNING, is_terminal
+from reference_server.servicer import DaemonServicer
+from reference_server.shutdown import ShutdownSignal
+from reference_server.watch import watch_job
+
+
+class _JobsWrapper:
+    def __init__(self, jobs):
+        self._jobs = jobs
+
+    def __getattr__(self, name):
+        return getattr(self._jobs, name)
+
+
+def accepts_empty_job_id(jobs, shutdown):
+    class Servicer(DaemonServicer):
+        def WatchJob(self, request, context):
+            if not request.job_id:
+                return iter(())
+            return super().WatchJob(request, context)
+
+    return Servicer(jobs, shutdown)
+
+
+def internal_for_unknown_job(jobs, shutdown):
+    class Servicer(DaemonServicer):
+        def WatchJob(self, request, context):
+            try:
+                if request.job_id:
+                    self.jobs.get_job(request.job_id)
+            except JobNotFound:
+                context.abort(grpc.StatusCode.INTERNAL, "lookup failed")
+            return super().WatchJob(request, context)
+
+    return Servicer(jobs, shutdown)
+
+
+def drops_last_event(jobs, shutdown):
+    class Servicer(DaemonServicer):
+        def WatchJob(self, request, context):
+            held = None
+            for event in super().WatchJob(request, context):
+                if held is not None:
+                    yield held
+                held = event
+
+    return Servicer(jobs, shutdown)
+
+
+def ignores_from_sequence(jobs, shutdown):
+    class Jobs(_JobsWrapper):
+        def subscribe(self, job_id, from_sequence, wake):
+            return self._jobs.subscribe(job_id, 0, wake)
+
+    return DaemonServicer(Jobs(jobs), shutdown)
+
+
+class _DeafContext:
+    """A context whose RPC never seems to end: cancellation goes unnoticed."""
+
+    def __init__(self, context):
+        self._context = context
+
+    def is_active(self):
+        return True
+
+    def add_callback(self, callback):
+        return True
+
+    def __getattr__(self, name):
+        return getattr(self._context, name)
+
+
+def keeps_running_after_cancel(jobs, shutdown):
+    class Servicer(DaemonServicer):
+        def WatchJob(self, request, context):
+            return super().WatchJob(request, _DeafContext(context))
+
+    return Servicer(jobs, shutdown)
+
+
+def ignores_shutdown(jobs, shutdown):
+    class Servicer(DaemonServicer):
+        def WatchJob(self, request, context):
+            return watch_job(self.jobs, ShutdownSignal(), request, context)
+
+    return Servicer(jobs, shutdown)
+
+
+def swallows_failed_send(jobs, shutdown):
+    class Servicer(DaemonServicer):
+        def WatchJob(self, request, context):
+            for event in super().WatchJob(request, context):
+                if not context.is_active():
+                    return  # as if the watch had completed
+                yield event
+
+    return Servicer(jobs, shutdown)
+
+
+def replays_completed_job_from_zero(jobs, shutdown):
+    class Jobs(_JobsWrapper):
+        def get_job(self, job_id):
+            job = self._jobs.get_job(job_id)
+            if is_terminal(job.status):
+                return dataclasses.replace(job, status=RUNNING)
+            return job
+
+    return DaemonServicer(Jobs(jobs), shutdown)
+
+
+# The rules each broken servicer breaks: exactly these scenarios must go red.
+EXPECTED = {
+    "accepts_empty_job_id": {"W1"},
+    "internal_for_unknown_job": {"W2"},
+    "drops_last_event": {"W3", "W4"},
+    "ignores_from_sequence": {"W4"},
+    "keeps_running_after_cancel": {"W5", "W7"},
+    "ignores_shutdown": {"W6"},
+    "swallows_failed_send": {"W7"},
+    "replays_completed_job_from_zero": {"W8"},
+}

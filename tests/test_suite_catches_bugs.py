@@ -1,0 +1,51 @@
+"""The suite must be able to fail: run features/watch_job.feature against each
+deliberately broken servicer and check the rule it breaks goes red."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+import broken_servicers
+from steps.cucumber import read_results
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_suite(tmp_path: Path, servicer: str, feature_test: str) -> dict[str, str]:
+    """Runs one feature's scenarios against the servicer; rule -> status."""
+    report = tmp_path / f"{servicer.rsplit(':', 1)[-1]}.json"
+    subprocess.run(
+        [sys.executable, "-m", "pytest", feature_test, f"--servicer={servicer}",
+         f"--cucumberjson={report}", "-q", "-p", "no:randomly"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    results = {}
+    for result in read_results(report):
+        for rule in result.rules:
+            results[rule] = result.status
+    return results
+
+
+def test_reference_servicer_passes_every_watch_job_rule(tmp_path):
+    results = run_suite(tmp_path, "steps.in_process:default_servicer", "steps/test_watch_job.py")
+    assert results == {f"W{n}": "passed" for n in range(1, 9)}
+
+
+@pytest.mark.slow
+def test_each_broken_servicer_turns_its_rule_red(tmp_path):
+    names = sorted(broken_servicers.EXPECTED)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        outcomes = dict(zip(names, pool.map(
+            lambda name: run_suite(tmp_path, f"tests.broken_servicers:{name}", "steps/test_watch_job.py"),
+            names,
+        )))
+    failed = {name: {rule for rule, status in results.items() if status == "failed"}
+              for name, results in outcomes.items()}
+    for name, results in outcomes.items():
+        assert len(results) == 8, f"{name}: the suite did not run all eight rules: {results}"
+    assert failed == broken_servicers.EXPECTED
