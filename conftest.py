@@ -4,6 +4,8 @@ the implementation under test."""
 pytest_plugins = [
     "steps.common",
     "steps.watch_job_steps",
+    "steps.event_stream_steps",
+    "steps.lifecycle_steps",
 ]
 
 
@@ -15,6 +17,27 @@ def pytest_addoption(parser):
         metavar="MODULE:FACTORY",
         help="build the servicer under test with FACTORY(jobs, shutdown) "
         "instead of the reference servicer (used to prove the suite can fail)",
+    )
+    group.addoption(
+        "--job-manager",
+        default=None,
+        metavar="MODULE:FACTORY",
+        help="build the job manager under test with FACTORY(db_path) instead "
+        "of the reference JobStore",
+    )
+    group.addoption(
+        "--target",
+        default=None,
+        metavar="ADDRESS",
+        help="run the scenarios against a daemon already serving at ADDRESS "
+        "(for example unix:///tmp/choo.sock) with its conformance control service",
+    )
+    group.addoption(
+        "--server-cmd",
+        default=None,
+        metavar="COMMAND",
+        help="start the daemon under test with COMMAND, in which {socket} (and "
+        "optionally {db}) stand for paths the suite chooses",
     )
 
 

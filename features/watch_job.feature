@@ -7,9 +7,11 @@ Feature: WatchJob streams a job's events
 
   As in the Go tests, the job manager is a scripted double: it hands the
   servicer a scripted event feed, remembers the sequence it was asked to start
-  from, and notices when the subscription is released.
+  from, and notices when the subscription is released. That double exists only
+  in process; watch_job_daemon.feature checks the same rules against a whole
+  daemon, over a channel too.
 
-  @W1 @TestGRPC_WatchJob_ValidatesJobID
+  @W1 @TestGRPC_WatchJob_ValidatesJobID @scripted
   Scenario: An empty job_id is refused before anything is streamed
     Given the job manager knows no jobs
     When a client watches job "" from sequence 0
@@ -17,7 +19,7 @@ Feature: WatchJob streams a job's events
     And the client received no events
     And the job manager was never asked for a subscription
 
-  @W2 @TestGRPC_WatchJob_JobNotFound
+  @W2 @TestGRPC_WatchJob_JobNotFound @scripted
   Scenario: Watching an unknown job is NOT_FOUND, naming the job
     Given the job manager knows no jobs
     When a client watches job "nonexistent" from sequence 0

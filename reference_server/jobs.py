@@ -60,9 +60,17 @@ class Job:
     units: tuple[UnitState, ...] = field(default_factory=tuple)
 
 
+def shorten(text: str, limit: int = 200) -> str:
+    """Client-supplied text quoted in a message, cut to a readable length
+    (a status message travels in a header, which gRPC caps at 16 KiB)."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text)} characters)"
+
+
 class JobNotFound(LookupError):
     def __init__(self, job_id: str) -> None:
-        super().__init__(f"job not found: {job_id}")
+        super().__init__(f"job not found: {shorten(job_id)}")
         self.job_id = job_id
 
 

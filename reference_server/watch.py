@@ -17,7 +17,7 @@ import grpc
 from choo.v1 import daemon_pb2
 
 from .convert import event_to_proto
-from .jobs import JobManager, JobNotFound, is_terminal
+from .jobs import JobManager, JobNotFound, is_terminal, shorten
 from .shutdown import ShutdownSignal
 
 # Events taken from the feed per read: large enough to amortise the feed's
@@ -47,7 +47,7 @@ def watch_job(
     try:
         job = jobs.get_job(job_id)
     except JobNotFound:
-        context.abort(grpc.StatusCode.NOT_FOUND, f"job not found: {job_id}")
+        context.abort(grpc.StatusCode.NOT_FOUND, f"job not found: {shorten(job_id)}")
     # A finished job and no replay asked for: nothing to stream (W8).
     if is_terminal(job.status) and request.from_sequence == 0:
         return
@@ -102,7 +102,7 @@ def _stream(jobs, shutdown, job_id, from_sequence, context) -> Iterator[daemon_p
                 # a non-OK status: the watch did not complete (W5, W7).
                 context.abort(
                     grpc.StatusCode.CANCELLED,
-                    f"watch of job {job_id} ended: the client stopped receiving "
+                    f"watch of job {shorten(job_id)} ended: the client stopped receiving "
                     f"after {sent} events (last sequence {last or 'none'})",
                 )
             watch.wake.clear()

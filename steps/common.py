@@ -10,8 +10,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from reference_server.jobs import Event
 
-from .in_process import InProcessTarget, default_servicer
+from .in_process import InProcessDaemon, InProcessTarget, default_servicer
 from .scripted_jobs import ScriptedJobManager
+from .wait import wait_until
 
 # How long a step waits for something that should happen "at once".
 PROMPTLY = 1.0
@@ -19,10 +20,10 @@ PROMPTLY = 1.0
 EVENTUALLY = 10.0
 
 
-def load_factory(spec: str | None):
-    """`module:callable` -> the callable; None -> the reference servicer."""
+def load_factory(spec: str | None, default=default_servicer):
+    """`module:callable` -> the callable; None -> the default."""
     if not spec:
-        return default_servicer
+        return default
     module, _, name = spec.partition(":")
     return getattr(importlib.import_module(module), name)
 
@@ -74,6 +75,8 @@ class World:
         self.watches: dict[str, object] = {}
         self.feed_events: list[Event] = []
         self.marks: dict[str, int] = {}
+        self.recorded: dict[str, int] = {}  # job id -> events recorded so far
+        self.background: dict[str, tuple] = {}  # job id -> (thread, errors)
 
     def watch(self, name: str = "default"):
         return self.watches[name]
@@ -97,4 +100,83 @@ def target(request, jobs_double):
     problems = target.close()
     leaked = [r for r in jobs_double.subscriptions if not r.released.is_set()]
     problems += [f"subscription to {r.job_id!r} never released" for r in leaked]
+    assert not problems, "; ".join(problems)
+
+
+# Scenario tags that decide where a scenario can run, and why not elsewhere.
+NEEDS_IN_PROCESS = {
+    "scripted": "uses the scripted job manager double, which exists only in process",
+}
+NEEDS_OWN_DAEMON = {
+    "ends_daemon": "ends the daemon, so it needs one of its own (--server-cmd)",
+    "restarts_daemon": "restarts the daemon, so it needs one started by the suite (--server-cmd)",
+    "fresh_daemon": "counts the daemon's jobs, so it needs one of its own (--server-cmd)",
+}
+
+
+def remote_mode(config) -> bool:
+    return bool(config.getoption("target") or config.getoption("server_cmd"))
+
+
+@pytest.fixture(autouse=True)
+def _skip_where_a_scenario_cannot_run(request):
+    config = request.config
+    if not remote_mode(config):
+        return
+    for tag, reason in NEEDS_IN_PROCESS.items():
+        if request.node.get_closest_marker(tag):
+            pytest.skip(f"in process only: {reason}")
+    if config.getoption("target"):
+        for tag, reason in NEEDS_OWN_DAEMON.items():
+            if request.node.get_closest_marker(tag):
+                pytest.skip(f"not against --target: this scenario {reason}")
+
+
+@pytest.fixture(scope="session")
+def shared_daemon_process(request):
+    """One daemon for every scenario that can share it (--server-cmd)."""
+    from .remote import DaemonProcess
+
+    process = DaemonProcess(request.config.getoption("server_cmd"))
+    process.start()
+    yield process
+    process.stop()
+
+
+def _remote_daemon(request):
+    from .remote import DaemonProcess, RemoteDaemon
+
+    config = request.config
+    if config.getoption("target"):
+        return RemoteDaemon(config.getoption("target")), None
+    if any(request.node.get_closest_marker(tag) for tag in NEEDS_OWN_DAEMON):
+        process = DaemonProcess(config.getoption("server_cmd"))
+        process.start()
+        return RemoteDaemon(process.address, process), process
+    process = request.getfixturevalue("shared_daemon_process")
+    return RemoteDaemon(process.address, process), None
+
+
+@pytest.fixture
+def daemon(request, tmp_path):
+    """The implementation under test: the reference job manager on a fresh
+    database, in process; or a daemon over a channel (--target/--server-cmd)."""
+    if remote_mode(request.config):
+        daemon, own_process = _remote_daemon(request)
+        yield daemon
+        problems = daemon.close()
+        if own_process is not None:
+            own_process.stop()
+        assert not problems, "; ".join(problems)
+        return
+    daemon = InProcessDaemon(
+        tmp_path / "daemon.db",
+        load_factory(request.config.getoption("servicer")),
+        load_factory(request.config.getoption("job_manager"), None),
+    )
+    yield daemon
+    problems = daemon.close()
+    if not wait_until(lambda: daemon.open_subscription_count() == 0, PROMPTLY):
+        problems.append(f"{daemon.open_subscription_count()} subscriptions never released")
+    daemon.store.close()
     assert not problems, "; ".join(problems)

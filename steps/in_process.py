@@ -76,6 +76,12 @@ class _RecordingContext:
         return getattr(self._context, name)
 
 
+def _open_gate() -> threading.Event:
+    gate = threading.Event()
+    gate.set()
+    return gate
+
+
 def _call_id(context) -> str | None:
     for key, value in context.invocation_metadata():
         if key == CALL_ID_KEY:
@@ -90,6 +96,20 @@ class HandlerProbe:
         self._servicer = servicer
         self._lock = threading.Lock()
         self.records: dict[str, HandlerRecord] = {}
+        # Per call: set while the transport accepts messages. A cleared gate
+        # holds the handler at its next message, as HTTP/2 flow control holds
+        # a real server's send when the client stops reading.
+        self._gates: dict[str, threading.Event] = {}
+
+    def gate(self, call_id: str) -> threading.Event:
+        with self._lock:
+            return self._gates.setdefault(call_id, _open_gate())
+
+    def open_all_gates(self) -> None:
+        with self._lock:
+            gates = list(self._gates.values())
+        for gate in gates:
+            gate.set()
 
     def _record(self, method: str, context) -> HandlerRecord:
         record = HandlerRecord(method)
@@ -108,8 +128,12 @@ class HandlerProbe:
 
             def stream(request, context):
                 record = self._record(name, context)
+                gate = self.gate(_call_id(context) or "")
+                context.add_callback(gate.set)  # a call that ends is no longer held
                 try:
-                    yield from method(request, _RecordingContext(context, record))
+                    for message in method(request, _RecordingContext(context, record)):
+                        gate.wait()
+                        yield message
                 except BaseException as error:
                     record.finish(self._ended_by(record, error))
                     raise
@@ -184,6 +208,11 @@ class WatchCall:
         self.cancelled_by_client = True
         self._rpc.cancel()
 
+    def drop_connection(self) -> None:
+        # grpc_testing has no connection to drop: the call is cancelled, which
+        # is what the server sees when the transport goes away.
+        self.cancel()
+
     def is_over(self) -> bool:
         with self._cond:
             return self.status is not None
@@ -220,6 +249,13 @@ class InProcessTarget:
         self.calls.append(call)
         return call
 
+    def stall(self, call: WatchCall) -> None:
+        """The call's transport stops accepting messages."""
+        self.probe.gate(call.call_id).clear()
+
+    def unstall(self, call: WatchCall) -> None:
+        self.probe.gate(call.call_id).set()
+
     def handler(self, call: WatchCall) -> HandlerRecord | None:
         return self.probe.records.get(call.call_id)
 
@@ -229,6 +265,7 @@ class InProcessTarget:
     def close(self, timeout: float = 5.0) -> list[str]:
         """Cancel what is still open and let every handler end; returns the
         problems left over (handlers that did not end)."""
+        self.probe.open_all_gates()
         for call in self.calls:
             if not call.is_over():
                 call.cancel()
@@ -242,3 +279,90 @@ class InProcessTarget:
         for call in self.calls:
             call.join(timeout)
         return problems
+
+
+class UnaryCall:
+    """The client side of one unary call; its answer is awaited with a deadline."""
+
+    def __init__(self, rpc) -> None:
+        self._done = threading.Event()
+        self.response = None
+        self.status: Status | None = None
+        threading.Thread(target=self._wait, args=(rpc,), daemon=True).start()
+
+    def _wait(self, rpc) -> None:
+        response, _, code, details = rpc.termination()
+        self.response, self.status = response, Status(code, details)
+        self._done.set()
+
+    def result(self, timeout: float):
+        """(response, status), or (None, None) if no answer came in time."""
+        self._done.wait(timeout)
+        return self.response, self.status
+
+
+class InProcessDaemon(InProcessTarget):
+    """The reference daemon's job manager (the orchestrator over a JobStore on
+    a database file) behind the servicer.
+
+    Its setup operations are those of the conformance control service
+    (CreateJob, AppendEvents, FinishJob, ListSubscriptions), so the same steps
+    can drive a daemon over a channel.
+    """
+
+    name = "in-process"
+
+    def __init__(self, db_path, servicer_factory: ServicerFactory = default_servicer,
+                 job_manager_factory=None) -> None:
+        from reference_server.orchestrator import Orchestrator
+
+        self.db_path = db_path
+        self._job_manager_factory = job_manager_factory or default_job_manager
+        self._servicer_factory = servicer_factory
+        self.store = self._job_manager_factory(db_path)
+        super().__init__(Orchestrator(self.store), servicer_factory)
+
+    def call(self, method: str, request) -> UnaryCall:
+        return UnaryCall(self._server.invoke_unary_unary(
+            SERVICE.methods_by_name[method], (), request, None))
+
+    def create_job(self, job_id: str, status: str) -> str:
+        return self.store.create_job(job_id, status).job_id
+
+    def append_events(self, job_id: str, specs) -> list[int]:
+        return [e.sequence for e in self.store.record_many(job_id, list(specs))]
+
+    def finish_job(self, job_id: str, status: str, error: str = "") -> None:
+        self.store.set_status(job_id, status, error)
+
+    def job(self, job_id: str):
+        return self.store.get_job(job_id)
+
+    def events(self, job_id: str):
+        return self.store.events(job_id)
+
+    def subscriptions(self, job_id: str) -> list[tuple[int, bool]]:
+        return self.store.subscriptions(job_id)
+
+    def open_subscription_count(self) -> int:
+        return self.store.open_subscription_count()
+
+    def close(self, timeout: float = 5.0) -> list[str]:
+        # No run outlives the scenario; a Shutdown call still waiting for one
+        # returns once it is stopped.
+        self.jobs.shutdown(wait_for_jobs=False, timeout_s=0)
+        return super().close(timeout)
+
+    def restart(self) -> list[str]:
+        """Stop as a crash would (no job is finished on the way down) and
+        start again on the same database file."""
+        problems = InProcessTarget.close(self)
+        self.store.close()
+        self.__init__(self.db_path, self._servicer_factory, self._job_manager_factory)
+        return problems
+
+
+def default_job_manager(db_path):
+    from reference_server.job_store import JobStore
+
+    return JobStore(db_path)

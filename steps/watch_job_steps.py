@@ -90,7 +90,7 @@ def connection_fails(world, name):
     world.marks["others_at_failure"] = {
         other: len(watch.received()) for other, watch in world.watches.items() if other != name
     }
-    world.watch(name).cancel()
+    world.watch(name).drop_connection()
 
 
 # -- Then -------------------------------------------------------------------

@@ -10,24 +10,28 @@ from pathlib import Path
 
 import pytest
 
+import broken_job_managers
 import broken_servicers
 from steps.cucumber import read_results
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_suite(tmp_path: Path, servicer: str, feature_test: str) -> dict[str, str]:
-    """Runs one feature's scenarios against the servicer; rule -> status."""
-    report = tmp_path / f"{servicer.rsplit(':', 1)[-1]}.json"
+def run_suite(tmp_path: Path, factory: str, feature_test: str,
+              option: str = "--servicer") -> dict[str, str]:
+    """Runs one feature's scenarios with the factory given to `option`;
+    returns rule -> status (failed if any scenario of the rule failed)."""
+    report = tmp_path / f"{factory.rsplit(':', 1)[-1]}.json"
     subprocess.run(
-        [sys.executable, "-m", "pytest", feature_test, f"--servicer={servicer}",
+        [sys.executable, "-m", "pytest", feature_test, f"{option}={factory}",
          f"--cucumberjson={report}", "-q", "-p", "no:randomly"],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )
-    results = {}
+    results: dict[str, str] = {}
     for result in read_results(report):
         for rule in result.rules:
-            results[rule] = result.status
+            if results.get(rule) != "failed":
+                results[rule] = result.status
     return results
 
 
@@ -49,3 +53,19 @@ def test_each_broken_servicer_turns_its_rule_red(tmp_path):
     for name, results in outcomes.items():
         assert len(results) == 8, f"{name}: the suite did not run all eight rules: {results}"
     assert failed == broken_servicers.EXPECTED
+
+
+@pytest.mark.slow
+def test_each_broken_job_manager_is_caught(tmp_path):
+    names = sorted(broken_job_managers.EXPECTED)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        outcomes = dict(zip(names, pool.map(
+            lambda name: run_suite(tmp_path, f"tests.broken_job_managers:{name}",
+                                   "steps/test_event_stream.py", option="--job-manager"),
+            names,
+        )))
+    failed = {name: {rule for rule, status in results.items() if status == "failed"}
+              for name, results in outcomes.items()}
+    missed = {name: rules for name, rules in failed.items()
+              if broken_job_managers.EXPECTED[name] not in rules}
+    assert not missed, f"broken job managers not caught by their rule (rules that failed): {missed}"

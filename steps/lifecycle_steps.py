@@ -1,0 +1,410 @@
+"""Steps of features/job_lifecycle.feature and features/daemon_lifecycle.feature."""
+
+from __future__ import annotations
+
+import grpc
+from pytest_bdd import given, parsers, then, when
+
+from choo.v1 import daemon_pb2
+from reference_server import __version__
+
+from .common import EVENTUALLY, PROMPTLY, status_code
+from .wait import wait_until
+
+# The codes the contract names; R10 allows nothing else.
+CONTRACT_CODES = {
+    grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.CANCELLED,
+}
+
+# A command that says it started, then holds until the scenario releases it
+# (or a minute passes, so that nothing a failed run leaves behind lives on).
+WAIT_FOR_RELEASE = "wait for the release"
+
+
+def _shell_command(text: str, workdir) -> str:
+    if text == WAIT_FOR_RELEASE:
+        return (f'touch "{workdir}/started"; i=0; '
+                f'while [ ! -e "{workdir}/release" ] && [ $i -lt 3000 ]; '
+                f'do sleep 0.02; i=$((i+1)); done')
+    return text
+
+
+def write_tasks_folder(root, rows, workdir) -> None:
+    header, *rows = rows
+    for row in rows:
+        cell = dict(zip(header, row))
+        unit_dir = root / cell["unit"]
+        unit_dir.mkdir(parents=True)
+        deps = [d.strip() for d in cell["depends_on"].split(",") if d.strip()]
+        (unit_dir / "IMPLEMENTATION_PLAN.md").write_text(
+            f"---\nunit: {cell['unit']}\ndepends_on: [{', '.join(deps)}]\n---\n\n# {cell['unit']}\n")
+        for number, command in enumerate(cell["commands"].split("; "), start=1):
+            depends = f"[{number - 1}]" if number > 1 else "[]"
+            quoted = _shell_command(command, workdir).replace("\\", "\\\\").replace('"', '\\"')
+            (unit_dir / f"{number:02d}-step.md").write_text(
+                f'---\ntask: {number}\nbackpressure: "{quoted}"\ndepends_on: {depends}\n---\n\n'
+                f"# Step {number} of {cell['unit']}\n")
+
+
+class Jobs:
+    """The scenario's tasks folders, repository and started jobs."""
+
+    def __init__(self, tmp_path) -> None:
+        self.root = tmp_path
+        self.repo = tmp_path / "repo"
+        self.repo.mkdir()
+        self.folders: dict[str, str] = {}
+        self.ids: dict[str, str] = {}  # label -> job id
+        self.started: list[str] = []
+
+
+def _jobs(world, tmp_path) -> Jobs:
+    if not hasattr(world, "jobs"):
+        world.jobs = Jobs(tmp_path)
+    return world.jobs
+
+
+def _answer(world):
+    response, status = world.last_call.result(EVENTUALLY)
+    assert status is not None, f"no answer after {EVENTUALLY} s"
+    return response, status
+
+
+def _start(target, world, tmp_path, folder, **fields):
+    jobs = _jobs(world, tmp_path)
+    request = daemon_pb2.StartJobRequest(
+        tasks_dir=jobs.folders.get(folder, folder), target_branch=fields.pop("target_branch", "main"),
+        repo_path=str(jobs.repo), **fields)
+    world.last_call = target.call("StartJob", request)
+    response, status = world.last_call.result(EVENTUALLY)
+    if status is not None and status.code == grpc.StatusCode.OK:
+        jobs.started.append(response.job_id)
+    return response
+
+
+def _last_job(world) -> str:
+    return world.jobs.started[-1]
+
+
+def _wait_for_status(target, job_id, status, timeout=EVENTUALLY) -> None:
+    assert wait_until(lambda: target.job(job_id).status == status, timeout), (
+        f"job {job_id} is {target.job(job_id).status!r}, expected {status!r}")
+
+
+# -- Given ------------------------------------------------------------------
+
+
+@given(parsers.parse('a tasks folder "{name}" whose units are:'))
+def tasks_folder(world, tmp_path, name, datatable):
+    jobs = _jobs(world, tmp_path)
+    folder = tmp_path / "tasks" / name
+    write_tasks_folder(folder, datatable, tmp_path)
+    jobs.folders[name] = str(folder)
+
+
+@given(parsers.parse('a tasks folder "{name}" whose task file "{path}" has no backpressure command'))
+def broken_tasks_folder(world, tmp_path, name, path):
+    jobs = _jobs(world, tmp_path)
+    folder = tmp_path / "tasks" / name
+    write_tasks_folder(folder, [["unit", "depends_on", "commands"], ["setup", "", "true"]], tmp_path)
+    (folder / path).write_text("---\ntask: 1\n---\n\n# First\n")
+    jobs.folders[name] = str(folder)
+
+
+@given(parsers.re(r"a job that (has|is) (?P<status>completed|failed|running)"))
+def job_in_status(target, world, tmp_path, status):
+    jobs = _jobs(world, tmp_path)
+    if not jobs.folders.get("passing"):
+        tasks_folder(world, tmp_path, "passing", [["unit", "depends_on", "commands"], ["u", "", "true"]])
+        tasks_folder(world, tmp_path, "failing", [["unit", "depends_on", "commands"], ["u", "", "exit 1"]])
+    if "waiting" not in jobs.folders:
+        tasks_folder(world, tmp_path, "waiting",
+                     [["unit", "depends_on", "commands"], ["u", "", WAIT_FOR_RELEASE]])
+    folder = {"completed": "passing", "failed": "failing", "running": "waiting"}[status]
+    job_id = _start(target, world, tmp_path, folder).job_id
+    jobs.ids[status] = job_id
+    if status != "running":
+        _wait_for_status(target, job_id, status)
+
+
+@given("the daemon is shutting down, waiting for a running job")
+def shutting_down_waiting(target, world, tmp_path):
+    # Shutdown(wait_for_jobs) keeps the daemon serving until the job ends:
+    # the window in which new work must be refused.
+    job_in_status(target, world, tmp_path, "running")
+    first_command_running(world)
+    world.shutdown_call = target.call("Shutdown", daemon_pb2.ShutdownRequest(
+        wait_for_jobs=True, timeout_seconds=60))
+    assert wait_until(lambda: not _health(target).healthy, EVENTUALLY), (
+        "Health still answers healthy after Shutdown was called")
+
+
+# -- When -------------------------------------------------------------------
+
+
+@when(parsers.re(r'a client starts a job with tasks_dir "(?P<tasks_dir>[^"]*)", target_branch '
+                 r'"(?P<target_branch>[^"]*)" and repo_path "(?P<repo_path>[^"]*)"'))
+def start_with_fields(target, world, tmp_path, tasks_dir, target_branch, repo_path):
+    jobs = _jobs(world, tmp_path)
+    world.last_call = target.call("StartJob", daemon_pb2.StartJobRequest(
+        tasks_dir=jobs.folders.get(tasks_dir, tasks_dir), target_branch=target_branch,
+        repo_path=repo_path))
+
+
+@when(parsers.parse('a client starts a job on "{folder}" with parallelism {n:d}'))
+def start_with_parallelism(target, world, tmp_path, folder, n):
+    _start(target, world, tmp_path, folder, parallelism=n)
+
+
+@when(parsers.re(r'a client starts (a|another) job on "(?P<folder>[^"]+)"$'))
+def start_job(target, world, tmp_path, folder):
+    _start(target, world, tmp_path, folder)
+
+
+@when(parsers.re(r'a client starts a job on "(?P<folder>[^"]+)" for feature branch "(?P<branch>[^"]+)"'
+                 r'( with target_branch "(?P<target_branch>[^"]+)")?$'))
+def start_on_branch(target, world, tmp_path, folder, branch, target_branch):
+    world.previous_call = getattr(world, "last_call", None)
+    _start(target, world, tmp_path, folder, feature_branch=branch,
+           target_branch=target_branch or "main")
+
+
+@when("the job's first command is running")
+def first_command_running(world):
+    started = world.jobs.root / "started"
+    assert wait_until(started.exists, EVENTUALLY), "the job's first command never started"
+
+
+@when("the running command is released")
+def release(world):
+    (world.jobs.root / "release").touch()
+
+
+@when(parsers.re(r"a client stops the job (?P<how>gracefully|by force)"))
+def stop_job(target, world, how):
+    world.last_call = target.call("StopJob", daemon_pb2.StopJobRequest(
+        job_id=_last_job(world), force=how == "by force"))
+
+
+@when(parsers.re(r'a client stops job "(?P<job>[^"]*)"'))
+def stop_named_job(target, world, job):
+    job_id = world.jobs.ids["completed"] if job == "the completed" else job
+    world.last_call = target.call("StopJob", daemon_pb2.StopJobRequest(job_id=job_id))
+
+
+@when(parsers.re(r'a client asks for the status of job "(?P<job>[^"]*)"'))
+def status_of(target, world, job):
+    world.last_call = target.call("GetJobStatus", daemon_pb2.GetJobStatusRequest(job_id=job))
+
+
+@when(parsers.parse('a client lists jobs with status "{status}"'))
+def list_with_status(target, world, status):
+    world.last_call = target.call("ListJobs", daemon_pb2.ListJobsRequest(status_filter=[status]))
+
+
+@when("a client asks the daemon to shut down without waiting")
+def shutdown_now(target, world):
+    world.last_call = target.call("Shutdown", daemon_pb2.ShutdownRequest(wait_for_jobs=False))
+    _answer(world)
+
+
+@when(parsers.parse("a client asks the daemon to shut down waiting up to {seconds:d} seconds"))
+def shutdown_waiting(target, world, seconds):
+    # Answered only once the jobs have finished: the answer is awaited later.
+    world.last_call = target.call("Shutdown", daemon_pb2.ShutdownRequest(
+        wait_for_jobs=True, timeout_seconds=seconds))
+
+
+@when(parsers.parse('a client calls {rpc} with odd values "{value}"'))
+def odd_call(target, world, rpc, value):
+    if rpc == "WatchJob":
+        world.watches["default"] = target.watch(value, -(2**31))
+        world.last_call = None
+        return
+    requests = {
+        "StartJob": daemon_pb2.StartJobRequest(
+            tasks_dir=value, target_branch=value * 1000, feature_branch=value,
+            parallelism=2**31 - 1, repo_path=value),
+        "StopJob": daemon_pb2.StopJobRequest(job_id=value, force=True),
+        "GetJobStatus": daemon_pb2.GetJobStatusRequest(job_id=value * 10000),
+        "ListJobs": daemon_pb2.ListJobsRequest(status_filter=[value, "", value * 100]),
+    }
+    world.last_call = target.call(rpc, requests[rpc])
+
+
+# -- Then -------------------------------------------------------------------
+
+
+@then(parsers.parse('the call fails with status {code} and details "{details}"'))
+def call_fails(world, code, details):
+    _, status = _answer(world)
+    assert (status.code, status.details) == (status_code(code), details), f"got {status}"
+
+
+@then(parsers.parse('the call fails with status {code} and details mentioning "{text}"'))
+def call_fails_mentioning(world, code, text):
+    _, status = _answer(world)
+    assert status.code == status_code(code), f"got {status}"
+    assert text in status.details, f"details {status.details!r} do not mention {text!r}"
+
+
+@then(parsers.parse('the call answers status "{status}" and a job id'))
+def answers_status(world, status):
+    response, call_status = _answer(world)
+    assert call_status.code == grpc.StatusCode.OK, f"got {call_status}"
+    assert response.status == status and response.job_id
+
+
+@then(parsers.parse('GetJobStatus of that job answers status "{status}"'))
+def get_status_answers(target, world, status):
+    response, call_status = target.call("GetJobStatus", daemon_pb2.GetJobStatusRequest(
+        job_id=_last_job(world))).result(EVENTUALLY)
+    assert call_status.code == grpc.StatusCode.OK, f"got {call_status}"
+    assert (response.job_id, response.status) == (_last_job(world), status)
+
+
+def _list_jobs(target, *statuses):
+    response, status = target.call("ListJobs", daemon_pb2.ListJobsRequest(
+        status_filter=list(statuses))).result(EVENTUALLY)
+    assert status.code == grpc.StatusCode.OK, f"got {status}"
+    return list(response.jobs)
+
+
+def _list(target, *statuses) -> list[str]:
+    return [job.job_id for job in _list_jobs(target, *statuses)]
+
+
+@then("ListJobs lists that job")
+def lists_that_job(target, world):
+    assert _last_job(world) in _list(target)
+
+
+@then("the two job ids differ")
+def ids_differ(world):
+    assert len(set(world.jobs.started)) == len(world.jobs.started) == 2
+
+
+@then(parsers.parse('the second call answers the first job\'s id with status "{status}"'))
+def second_call_attached(world, status):
+    response, call_status = _answer(world)
+    assert call_status.code == grpc.StatusCode.OK, f"got {call_status}"
+    first, _ = world.previous_call.result(EVENTUALLY)
+    assert (response.job_id, response.status) == (first.job_id, status)
+
+
+@then(parsers.parse('the call answers success with message "{message}"'))
+def answers_success_message(world, message):
+    response, status = _answer(world)
+    assert status.code == grpc.StatusCode.OK, f"got {status}"
+    assert (response.success, response.message) == (True, message)
+
+
+@then(parsers.re(r"the call answers success with (?P<count>\d+) jobs? stopped"),
+      converters={"count": int})
+def answers_jobs_stopped(world, count):
+    response, status = _answer(world)
+    assert status.code == grpc.StatusCode.OK, f"got {status}"
+    assert (response.success, response.jobs_stopped) == (True, count)
+
+
+@then(parsers.parse('the job ends "{status}"'))
+def job_ends(target, world, status):
+    _wait_for_status(target, _last_job(world), status)
+
+
+@then(parsers.parse('the job recorded no "{event_type}" event for task {task:d}'))
+def no_event_for_task(target, world, event_type, task):
+    import json
+
+    events = [e for e in target.events(_last_job(world)) if e.event_type == event_type]
+    assert all(json.loads(e.payload_json).get("task") != task for e in events), events
+
+
+def _status_response(target, world):
+    response, status = target.call("GetJobStatus", daemon_pb2.GetJobStatusRequest(
+        job_id=_last_job(world))).result(EVENTUALLY)
+    assert status.code == grpc.StatusCode.OK, f"got {status}"
+    return response
+
+
+@then(parsers.parse('GetJobStatus of that job has a completed_at and an error mentioning "{text}"'))
+def has_completed_at_and_error(target, world, text):
+    response = _status_response(target, world)
+    assert response.HasField("completed_at") and response.HasField("started_at")
+    assert text in response.error, f"error {response.error!r}"
+
+
+@then("GetJobStatus of that job has a started_at and no completed_at")
+def running_has_no_completed_at(target, world):
+    response = _status_response(target, world)
+    assert response.HasField("started_at") and not response.HasField("completed_at")
+    assert response.status == "running" and response.error == ""
+
+
+@then(parsers.parse('GetJobStatus of that job lists units "{a}" {a_status} with {a_done:d} of '
+                    '{a_total:d} tasks and "{b}" {b_status} with {b_done:d} of {b_total:d} tasks'))
+def lists_units(target, world, a, a_status, a_done, a_total, b, b_status, b_done, b_total):
+    units = {u.unit_id: (u.status, u.tasks_complete, u.tasks_total)
+             for u in _status_response(target, world).units}
+    assert units == {a: (a_status, a_done, a_total), b: (b_status, b_done, b_total)}
+
+
+def _ours(world, listed: list[str]) -> list[str]:
+    """The scenario's own jobs, in the order listed (a shared daemon may hold
+    other scenarios' jobs too)."""
+    ours = set(world.jobs.ids.values())
+    return [job_id for job_id in listed if job_id in ours]
+
+
+@then("ListJobs lists the running, failed and completed jobs in that order")
+def lists_newest_first(target, world):
+    ids = world.jobs.ids
+    assert _ours(world, _list(target)) == [ids["running"], ids["failed"], ids["completed"]]
+
+
+@then('ListJobs filtered by "completed" and "failed" lists the failed and completed jobs, '
+      'not the running one')
+def lists_filtered(target, world):
+    ids = world.jobs.ids
+    assert _ours(world, _list(target, "completed", "failed")) == [ids["failed"], ids["completed"]]
+
+
+@then('ListJobs filtered by "cancelled" lists none of them')
+def lists_nothing(target, world):
+    listed = _list(target, "cancelled")
+    assert _ours(world, listed) == []
+    assert all(job.status == "cancelled" for job in _list_jobs(target, "cancelled"))
+
+
+def _health(target):
+    response, status = target.call("Health", daemon_pb2.HealthRequest()).result(EVENTUALLY)
+    assert status is not None and status.code == grpc.StatusCode.OK, f"Health answered {status}"
+    return response
+
+
+@then(parsers.parse("Health answers healthy with {count:d} active job and the daemon's version"))
+def health_active(target, count):
+    response = _health(target)
+    assert (response.healthy, response.active_jobs, response.version) == (True, count, __version__)
+
+
+@then("Health answers not healthy")
+def health_not_healthy(target):
+    assert _health(target).healthy is False
+
+
+@then("Health still answers")
+def health_answers(target):
+    _health(target)
+
+
+@then("the call answers OK or fails with one of the contract's codes")
+def contract_codes_only(world):
+    if world.last_call is None:
+        status = world.watch().wait_for_status(EVENTUALLY)
+    else:
+        _, status = _answer(world)
+    assert status is not None, "no answer"
+    assert status.code in CONTRACT_CODES, f"answered {status}"

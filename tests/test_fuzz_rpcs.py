@@ -1,0 +1,81 @@
+"""R10: whatever a request holds, every RPC answers OK or a code the contract
+names, never UNKNOWN or INTERNAL, and the daemon keeps answering Health."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from choo.v1 import daemon_pb2
+from steps.in_process import InProcessDaemon
+from steps.lifecycle_steps import CONTRACT_CODES
+
+INT32 = st.integers(min_value=-(2**31), max_value=2**31 - 1)
+# Text that stresses paths and encoders: control characters, surrogate-free
+# Unicode, path-like pieces, and now and then something very long.
+TEXT = st.one_of(
+    st.text(max_size=40),
+    st.sampled_from(["", ".", "..", "/", "/no/such/dir", "/etc", "~", "../../..", "-rf", "\x00",
+                     "running", "completed", "RUNNING", "ünï/cödé ✓", "a" * 5000]),
+    st.builds(lambda s, n: s * n, st.text(min_size=1, max_size=3), st.integers(1, 20000)),
+)
+
+REQUESTS = {
+    "StartJob": st.builds(daemon_pb2.StartJobRequest, tasks_dir=TEXT, target_branch=TEXT,
+                          feature_branch=TEXT, parallelism=INT32, repo_path=TEXT),
+    "StopJob": st.builds(daemon_pb2.StopJobRequest, job_id=TEXT, force=st.booleans()),
+    "GetJobStatus": st.builds(daemon_pb2.GetJobStatusRequest, job_id=TEXT),
+    "ListJobs": st.builds(daemon_pb2.ListJobsRequest, status_filter=st.lists(TEXT, max_size=5)),
+    "Health": st.just(daemon_pb2.HealthRequest()),
+    "Shutdown": st.builds(daemon_pb2.ShutdownRequest, wait_for_jobs=st.just(False),
+                          timeout_seconds=INT32),
+}
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory):
+    daemon = InProcessDaemon(tmp_path_factory.mktemp("fuzz") / "daemon.db")
+    yield daemon
+    assert not daemon.close()
+    daemon.store.close()
+
+
+def _assert_contract_status(status, what) -> None:
+    assert status is not None, f"{what}: no answer"
+    assert status.code in CONTRACT_CODES, f"{what}: answered {status}"
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_unary_rpcs_answer_contract_codes(daemon, data):
+    method = data.draw(st.sampled_from(sorted(set(REQUESTS) - {"Shutdown"})))
+    request = data.draw(REQUESTS[method])
+    _, status = daemon.call(method, request).result(10)
+    _assert_contract_status(status, f"{method}({request!r:.200})")
+
+
+@settings(max_examples=60, deadline=None)
+@given(job_id=TEXT, from_sequence=INT32)
+def test_watch_answers_contract_codes(daemon, job_id, from_sequence):
+    watch = daemon.watch(job_id, from_sequence)
+    _assert_contract_status(watch.wait_for_status(10), f"WatchJob({job_id!r:.100}, {from_sequence})")
+
+
+@settings(max_examples=30, deadline=None)
+@given(request=REQUESTS["Shutdown"])
+def test_shutdown_answers_contract_codes_and_health_still_answers(tmp_path_factory, request):
+    daemon = InProcessDaemon(tmp_path_factory.mktemp("shutdown") / "daemon.db")
+    try:
+        _, status = daemon.call("Shutdown", request).result(10)
+        _assert_contract_status(status, f"Shutdown({request!r})")
+        response, status = daemon.call("Health", daemon_pb2.HealthRequest()).result(10)
+        assert status.code == grpc.StatusCode.OK
+    finally:
+        assert not daemon.close()
+        daemon.store.close()
+
+
+def test_health_still_answers_after_the_fuzzing(daemon):
+    response, status = daemon.call("Health", daemon_pb2.HealthRequest()).result(10)
+    assert status.code == grpc.StatusCode.OK and response.healthy
