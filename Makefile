@@ -14,9 +14,17 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-## The suite against the reference implementation, with its report.
+REFERENCE_DAEMON := $(CURDIR)/$(VENV)/bin/choo-ref daemon --socket {socket} --db {db} --conformance-control
+
+## The suite against the reference implementation, in process and over a
+## real socket, with a report of each in conformance-report/.
 conformance: $(STAMP)
-	$(VENV)/bin/choo-ref conformance --report conformance-report
+	@status=0; \
+	$(VENV)/bin/choo-ref conformance --report conformance-report/in-process || status=1; \
+	echo; \
+	$(VENV)/bin/choo-ref conformance --report conformance-report/daemon \
+		--server-cmd '$(REFERENCE_DAEMON)' || status=1; \
+	exit $$status
 
 ## Every test: unit, property, stress, crash, and the feature files.
 test: $(STAMP)

@@ -137,6 +137,7 @@ class RemoteDaemon:
         self._scope = uuid.uuid4().hex[:8]
         self._names: dict[str, str] = {}
         self._started: list = []  # StartJob calls: their jobs are stopped at the end
+        self._pending: list = []
         self.calls: list[RemoteWatch] = []
 
     def _id(self, name: str) -> str:
@@ -165,7 +166,9 @@ class RemoteDaemon:
         call.unstall()
 
     def begin_shutdown(self) -> None:
-        self._stub.Shutdown.future(daemon_pb2.ShutdownRequest(wait_for_jobs=False))
+        # Kept: a grpc future that is garbage-collected cancels its call.
+        self._pending.append(
+            self._stub.Shutdown.future(daemon_pb2.ShutdownRequest(wait_for_jobs=False)))
 
     # -- setup through the control service ------------------------------------
 
@@ -198,7 +201,9 @@ class RemoteDaemon:
         try:
             response = self._stub.GetJobStatus(request, timeout=10)
         except grpc.RpcError as error:
-            if error.code() != grpc.StatusCode.UNAVAILABLE or self.process is None:
+            # UNAVAILABLE: the daemon is gone; CANCELLED: it went mid-call.
+            gone = error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
+            if not gone or self.process is None:
                 raise
             self.process.wait_exit(STARTUP_TIMEOUT_S)
             self.process.start()

@@ -1,0 +1,1 @@
+"""Benchmarks of the reference daemon against plain grpcio (`make bench`)."""

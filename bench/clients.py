@@ -1,0 +1,93 @@
+"""A watcher client process: opens WATCHERS WatchJob streams on one job, each
+on its own connection (as separate choo CLIs would), reads them to the end and
+writes what each saw as JSON.
+
+    python -m bench.clients --socket S --job J --watchers 250 --expect 2000 --out R.json
+
+With --latency, each event's payload starts with the time it was appended
+(see workload.payload) and the receive-minus-append delay of every event is
+written as int64 nanoseconds to R.json.lat.
+"""
+
+from __future__ import annotations
+
+import argparse
+import array
+import asyncio
+import json
+import sys
+import time
+
+import grpc
+
+from choo.v1 import daemon_pb2, daemon_pb2_grpc
+
+from .workload import sent_ns
+
+# Each channel gets its own connection: by default grpc shares one
+# connection between channels with the same target and arguments.
+CHANNEL_OPTIONS = [("grpc.use_local_subchannel_pool", 1)]
+
+
+async def _watch(socket_path: str, job_id: str, expect: int, latency: array.array | None,
+                 deadline: float) -> dict:
+    result = {"status": "", "count": 0, "in_order": True, "start_ns": time.time_ns(),
+              "first_ns": 0, "last_ns": 0}
+    async with grpc.aio.insecure_channel(f"unix://{socket_path}",
+                                         options=CHANNEL_OPTIONS) as channel:
+        stub = daemon_pb2_grpc.DaemonServiceStub(channel)
+        call = stub.WatchJob(daemon_pb2.WatchJobRequest(job_id=job_id, from_sequence=1),
+                             timeout=max(deadline - time.time(), 1.0))
+        count = 0
+        in_order = True
+        first = 0
+        try:
+            async for event in call:
+                now = time.time_ns()
+                count += 1
+                if event.sequence != count:
+                    in_order = False
+                if latency is not None:
+                    latency.append(now - sent_ns(event.payload_json))
+                if not first:
+                    first = now
+            result["status"] = (await call.code()).name
+        except grpc.aio.AioRpcError as error:
+            result["status"] = error.code().name
+        result.update(count=count, in_order=in_order and count == expect,
+                      first_ns=first, last_ns=time.time_ns())
+    return result
+
+
+async def _main(args: argparse.Namespace) -> list[dict]:
+    latency = array.array("q") if args.latency else None
+    deadline = time.time() + args.timeout
+    results = await asyncio.gather(*(
+        _watch(args.socket, args.job, args.expect, latency, deadline)
+        for _ in range(args.watchers)
+    ))
+    if latency is not None:
+        with open(args.out + ".lat", "wb") as f:
+            latency.tofile(f)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--socket", required=True)
+    parser.add_argument("--job", required=True)
+    parser.add_argument("--watchers", type=int, required=True)
+    parser.add_argument("--expect", type=int, required=True,
+                        help="events each watcher must see, in order from 1")
+    parser.add_argument("--latency", action="store_true")
+    parser.add_argument("--timeout", type=float, default=120.0)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+    results = asyncio.run(_main(args))
+    with open(args.out, "w") as f:
+        json.dump({"cpu_s": time.process_time(), "watches": results}, f)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

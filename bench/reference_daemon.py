@@ -1,0 +1,31 @@
+"""The reference daemon, as `choo-ref daemon --conformance-control` runs it,
+but with the size of its RPC thread pool chosen by the benchmark.
+
+Every open WatchJob holds one of the pool's threads (reference_server/watch.py),
+and `choo-ref daemon` has no option for the pool size (DEFAULT_MAX_WORKERS in
+reference_server/daemon.py), so figures with hundreds of open watchers need
+the pool sized here. The benchmark also runs `choo-ref daemon` itself to show
+what its default pool does with that many watchers.
+
+    python -m bench.reference_daemon --socket /tmp/x.sock --db /tmp/x.db --max-workers 1100
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from reference_server.daemon import DEFAULT_MAX_WORKERS, serve
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--socket", required=True)
+    parser.add_argument("--db", required=True)
+    parser.add_argument("--max-workers", type=int, default=DEFAULT_MAX_WORKERS)
+    args = parser.parse_args(argv)
+    return serve(args.socket, args.db, conformance_control=True, max_workers=args.max_workers)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
