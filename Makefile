@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: conformance test proto bench repeat clean
+.PHONY: conformance test venv proto bench repeat clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,9 @@ conformance: $(STAMP)
 ## Every test: unit, property, stress, crash, and the feature files.
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+## Only create the virtual environment (for running choo-ref by hand).
+venv: $(STAMP)
 
 ## Regenerate the protobuf code from proto/ (a test fails when it drifts).
 proto: $(STAMP)

@@ -42,6 +42,7 @@ class Watchers:
 
     procs: list[subprocess.Popen]
     outs: list[str]
+    cpu_s: float = 0.0  # CPU time all client processes used, once finished
 
     @classmethod
     def start(cls, processes: Processes, server: Server, job_id: str, watchers: int,
@@ -71,7 +72,9 @@ class Watchers:
         for out in self.outs:
             try:
                 with open(out) as f:
-                    watches.extend(json.load(f)["watches"])
+                    result = json.load(f)
+                watches.extend(result["watches"])
+                self.cpu_s += result["cpu_s"]
             except (OSError, ValueError):
                 pass
         return watches
@@ -138,6 +141,7 @@ def stream(processes: Processes, server: Server, watchers: int, events: int,
         if watches else 0.0,
         "server_cpu_s": cpu,
         "cpu_us_per_event": cpu / delivered * 1e6 if delivered else float("nan"),
+        "client_cpu_us_per_event": clients.cpu_s / delivered * 1e6 if delivered else float("nan"),
         "rss_before_kb": rss_before,
         "rss_open_kb": rss_open,
         "rss_per_watcher_kb": (rss_open - rss_before) / watchers,
@@ -189,6 +193,7 @@ def latency(processes: Processes, server: Server, watchers: int, rate: int,
         "max_ms": (samples[-1] / ms) if samples else float("nan"),
         "drained_s": drained_s,
         "server_cpu_s": server.cpu_s() - cpu0,
+        "client_cpu_s": clients.cpu_s,
     }
 
 
