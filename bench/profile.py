@@ -73,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with Server(processes, kind, 1100, work_dir) as server:
             spy = processes.spawn([py_spy, "record", "--pid", str(server.pid), "--gil",
+                                   "--nonblocking",
                                    "--rate", str(args.rate), "--format", "raw",
                                    "--output", str(out)], log=work_dir / "py-spy.log")
             result = SCENARIOS[args.scenario](processes, server, work_dir)

@@ -3,12 +3,15 @@ names, never UNKNOWN or INTERNAL, and the daemon keeps answering Health."""
 
 from __future__ import annotations
 
+import sys
+
 import grpc
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from choo.v1 import daemon_pb2
+from choo.v1 import daemon_pb2, daemon_pb2_grpc
 from steps.in_process import InProcessDaemon
+from steps.remote import DaemonProcess
 from steps.lifecycle_steps import CONTRACT_CODES
 
 INT32 = st.integers(min_value=-(2**31), max_value=2**31 - 1)
@@ -79,3 +82,42 @@ def test_shutdown_answers_contract_codes_and_health_still_answers(tmp_path_facto
 def test_health_still_answers_after_the_fuzzing(daemon):
     response, status = daemon.call("Health", daemon_pb2.HealthRequest()).result(10)
     assert status.code == grpc.StatusCode.OK and response.healthy
+
+
+# -- the same over a real socket, against the daemon process -------------------
+
+REFERENCE_DAEMON = (f"{sys.executable} -m reference_server.cli daemon "
+                    "--socket {socket} --db {db}")
+
+
+@pytest.fixture(scope="module")
+def daemon_process():
+    process = DaemonProcess(REFERENCE_DAEMON)
+    process.start()
+    yield process
+    process.stop()
+
+
+@pytest.mark.slow
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                  HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_the_daemon_process_answers_contract_codes(daemon_process, data):
+    method = data.draw(st.sampled_from(sorted(set(REQUESTS) - {"Shutdown"}) + ["WatchJob"]))
+    with grpc.insecure_channel(daemon_process.address) as channel:
+        stub = daemon_pb2_grpc.DaemonServiceStub(channel)
+        if method == "WatchJob":
+            request = daemon_pb2.WatchJobRequest(job_id=data.draw(TEXT),
+                                                 from_sequence=data.draw(INT32))
+            call = lambda: list(stub.WatchJob(request, timeout=10))  # noqa: E731
+        else:
+            request = data.draw(REQUESTS[method])
+            call = lambda: getattr(stub, method)(request, timeout=10)  # noqa: E731
+        try:
+            call()
+            code, details = grpc.StatusCode.OK, ""
+        except grpc.RpcError as error:
+            code, details = error.code(), error.details()
+        assert code in CONTRACT_CODES, f"{method}({request!r:.200}) answered {code} {details!r}"
+        health = stub.Health(daemon_pb2.HealthRequest(), timeout=10)
+        assert health.healthy
