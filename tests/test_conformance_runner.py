@@ -70,3 +70,30 @@ def test_reference_daemon_over_a_real_socket_passes_every_rule(tmp_path):
     assert run.stdout.splitlines()[-1] == "28 passed, 0 failed, 0 skipped"
     summary = (tmp_path / "summary.md").read_text()
     assert "in process only" in summary  # the scripted rows say why they were skipped
+
+
+FOREIGN_DAEMON = f"{sys.executable} {ROOT / 'tests' / 'foreign_daemon' / 'server.py'} --socket {{socket}}"
+# Two of its bugs and rules it gets right: fast to run, and enough to see the
+# runner tell them apart.
+FOREIGN_RULES = "W2,W3,W8,W13,W16"
+
+
+@pytest.mark.slow
+def test_runner_fails_the_rules_a_foreign_daemon_breaks(tmp_path):
+    run = conformance("--server-cmd", FOREIGN_DAEMON, "--rules", FOREIGN_RULES,
+                      "--report", str(tmp_path))
+    assert run.returncode == 1, run.stdout + run.stderr
+    verdicts = {line.split()[1]: line.split()[0] for line in run.stdout.splitlines()
+                if line.split() and line.split()[0] in ("PASS", "FAIL", "SKIP")}
+    assert verdicts == {"W2": "FAIL", "W3": "PASS", "W8": "FAIL", "W13": "PASS", "W16": "PASS"}
+    assert run.stdout.splitlines()[-1] == "3 passed, 2 failed, 0 skipped"
+
+
+@pytest.mark.slow
+def test_runner_accepts_a_foreign_daemon_with_its_known_failing_list(tmp_path):
+    known = ROOT / "tests" / "foreign_daemon" / "known-failing.txt"
+    run = conformance("--server-cmd", FOREIGN_DAEMON, "--rules", FOREIGN_RULES,
+                      "--known-failing", str(known), "--report", str(tmp_path))
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "XFAIL W2" in run.stdout and "XFAIL W8" in run.stdout
+    assert run.stdout.splitlines()[-1] == "3 passed, 0 failed, 0 skipped"

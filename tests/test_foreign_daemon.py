@@ -145,3 +145,9 @@ def test_the_suite_fails_exactly_the_rules_the_foreign_daemon_breaks(tmp_path):
 
     passing = {rule for rule, status in rules.items() if status == "passed"}
     assert MUST_PASS <= passing, f"did not pass: {sorted(MUST_PASS - passing)}; rules: {rules}"
+
+
+def test_the_shipped_known_failing_list_matches():
+    from steps.runner import read_known_failing
+
+    assert read_known_failing(str(SERVER.parent / "known-failing.txt")) == set(EXPECTED_FAILING)
