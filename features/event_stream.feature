@@ -68,10 +68,14 @@ Feature: A job's event stream: numbering, replay, live hand-over, durability
   @W13
   Scenario: Replay hands over to live delivery with no gap and no duplicate
     Given a running job "job-13" that has recorded 200 events
-    When the job "job-13" starts recording 300 more events, one at a time
-    And a client watches job "job-13" from sequence 0
+    When a client watches job "job-13" from sequence 0
+    And the client has received 200 events
+    And the job "job-13" records 100 more events, one at a time
+    And the job "job-13" starts recording 200 more events, one at a time
+    And a second client watches job "job-13" from sequence 0
     And the job "job-13" has recorded all of them and completes
     Then the client receives sequences 1-500 and the watch ends OK
+    And the second client receives sequences 1-500 and the watch ends OK
 
   @W14
   Scenario: A watcher of a running job gets everything up to the last event, then OK

@@ -35,7 +35,9 @@ class _Abort(Exception):
 
 
 def _rpc(method):
-    """Turns the job manager's errors into the statuses of the contract."""
+    """Turns the job manager's errors into the statuses of the contract:
+    unknown job NOT_FOUND; unreadable input INVALID_ARGUMENT; a request that
+    contradicts a job's state FAILED_PRECONDITION."""
 
     @functools.wraps(method)
     def handler(self, request, context):
@@ -45,6 +47,13 @@ def _rpc(method):
             context.abort(abort.code, shorten(abort.details, MAX_DETAILS))
         except JobNotFound as error:
             context.abort(grpc.StatusCode.NOT_FOUND, str(error))
+        except PlanError as error:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          shorten(f"cannot read the tasks: {error}", MAX_DETAILS))
+        except NotADirectoryError as error:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, shorten(str(error), MAX_DETAILS))
+        except (Conflict, AlreadyStopped) as error:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, shorten(str(error), MAX_DETAILS))
 
     return handler
 
@@ -91,27 +100,17 @@ class DaemonServicer(daemon_pb2_grpc.DaemonServiceServicer):
             raise _Abort(grpc.StatusCode.INVALID_ARGUMENT,
                          f"parallelism must be 0 (one unit per CPU) or more, got {request.parallelism}")
         _refuse_during_shutdown(self.shutdown)
-        try:
-            job_id, status = self.jobs.start_job(
-                tasks_dir=request.tasks_dir, target_branch=request.target_branch,
-                feature_branch=request.feature_branch, parallelism=request.parallelism,
-                repo_path=request.repo_path,
-            )
-        except PlanError as error:
-            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, f"cannot read the tasks: {error}")
-        except NotADirectoryError as error:
-            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
-        except Conflict as error:
-            raise _Abort(grpc.StatusCode.FAILED_PRECONDITION, str(error))
+        job_id, status = self.jobs.start_job(
+            tasks_dir=request.tasks_dir, target_branch=request.target_branch,
+            feature_branch=request.feature_branch, parallelism=request.parallelism,
+            repo_path=request.repo_path,
+        )
         return daemon_pb2.StartJobResponse(job_id=job_id, status=status)
 
     @_rpc
     def StopJob(self, request, context):
         _require(request.job_id, "job_id")
-        try:
-            message = self.jobs.stop_job(request.job_id, request.force)
-        except AlreadyStopped as error:
-            raise _Abort(grpc.StatusCode.FAILED_PRECONDITION, str(error))
+        message = self.jobs.stop_job(request.job_id, request.force)
         return daemon_pb2.StopJobResponse(success=True, message=message)
 
     @_rpc

@@ -105,6 +105,13 @@ def records_batches_and_completes(target, world, job_id, count, batch):
     target.finish_job(job_id, COMPLETED)
 
 
+@when(parsers.parse('the job "{job_id}" records {count:d} more events, one at a time'))
+def records_one_at_a_time(target, world, job_id, count):
+    # The watcher has caught up, so each of these is a hand-over from
+    # "nothing to read" to a live event.
+    record(target, world, job_id, count, 1)
+
+
 @when(parsers.parse('the job "{job_id}" starts recording {count:d} more events, one at a time'))
 def starts_recording(target, world, job_id, count):
     errors = []
@@ -177,6 +184,11 @@ def daemon_restarts(target):
 @then(parsers.parse("the client receives sequences {expected} and the watch ends OK"))
 def client_receives(world, expected):
     assert_receives_then_ok(world.watch(), parse_range(expected))
+
+
+@then(parsers.parse("the second client receives sequences {expected} and the watch ends OK"))
+def second_client_receives(world, expected):
+    assert_receives_then_ok(world.watch("second"), parse_range(expected))
 
 
 @then(parsers.parse('client "{name}" receives sequences {expected} and its watch ends OK'))

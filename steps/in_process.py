@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import itertools
 import threading
-from dataclasses import dataclass
 from typing import Callable
 
 import grpc
@@ -25,6 +24,8 @@ from choo.v1 import daemon_pb2
 from reference_server.servicer import DaemonServicer
 from reference_server.shutdown import ShutdownSignal
 
+from .stream import OK, ReceivedStream, Status
+
 SERVICE = daemon_pb2.DESCRIPTOR.services_by_name["DaemonService"]
 CALL_ID_KEY = "conformance-call-id"
 
@@ -33,18 +34,6 @@ ServicerFactory = Callable[[object, ShutdownSignal], object]
 
 def default_servicer(jobs, shutdown: ShutdownSignal):
     return DaemonServicer(jobs, shutdown)
-
-
-@dataclass
-class Status:
-    code: grpc.StatusCode
-    details: str
-
-    def __str__(self) -> str:
-        return f"{self.code.name} {self.details!r}"
-
-
-OK = Status(grpc.StatusCode.OK, "")
 
 
 class HandlerRecord:
@@ -158,64 +147,35 @@ class HandlerProbe:
             return [r for r in self.records.values() if not r.ended.is_set()]
 
 
-class WatchCall:
+class WatchCall(ReceivedStream):
     """The client side of one WatchJob call: collects events as they come."""
 
     def __init__(self, call_id: str, rpc) -> None:
+        super().__init__()
         self.call_id = call_id
         self._rpc = rpc
-        self._cond = threading.Condition()
-        self.events: list[daemon_pb2.JobEvent] = []
-        self.status: Status | None = None
-        self.cancelled_by_client = False
         self._reader = threading.Thread(target=self._read, name=f"watch-client-{call_id}", daemon=True)
         self._reader.start()
 
     def _read(self) -> None:
         while True:
             try:
-                event = self._rpc.take_response()
+                self._add(self._rpc.take_response())
             except ValueError:  # grpc_testing: the call is over, nothing left
                 break
-            with self._cond:
-                self.events.append(event)
-                self._cond.notify_all()
         try:
             _, code, details = self._rpc.termination()
-            status = Status(code, details)
+            self._finish(Status(code, details))
         except ValueError:  # grpc_testing: termination() after cancel()
-            status = Status(grpc.StatusCode.CANCELLED, "cancelled by the client")
-        with self._cond:
-            self.status = status
-            self._cond.notify_all()
-
-    def wait_for_events(self, count: int, timeout: float) -> bool:
-        with self._cond:
-            return self._cond.wait_for(
-                lambda: len(self.events) >= count or self.status is not None, timeout
-            ) and len(self.events) >= count
-
-    def wait_for_status(self, timeout: float) -> Status | None:
-        with self._cond:
-            self._cond.wait_for(lambda: self.status is not None, timeout)
-            return self.status
-
-    def received(self) -> list[daemon_pb2.JobEvent]:
-        with self._cond:
-            return list(self.events)
+            self._finish(Status(grpc.StatusCode.CANCELLED, "cancelled by the client"))
 
     def cancel(self) -> None:
-        self.cancelled_by_client = True
         self._rpc.cancel()
 
     def drop_connection(self) -> None:
         # grpc_testing has no connection to drop: the call is cancelled, which
         # is what the server sees when the transport goes away.
         self.cancel()
-
-    def is_over(self) -> bool:
-        with self._cond:
-            return self.status is not None
 
     def join(self, timeout: float) -> None:
         self._reader.join(timeout)

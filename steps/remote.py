@@ -24,7 +24,7 @@ import grpc
 from choo.conformance.v1 import control_pb2, control_pb2_grpc
 from choo.v1 import daemon_pb2, daemon_pb2_grpc
 
-from .in_process import Status
+from .stream import OK, ReceivedStream, Status
 from .wait import wait_until
 
 STARTUP_TIMEOUT_S = 20.0
@@ -34,52 +34,27 @@ def _status_of(error: grpc.RpcError) -> Status:
     return Status(error.code(), error.details() or "")
 
 
-class RemoteWatch:
+class RemoteWatch(ReceivedStream):
     """One WatchJob call on its own channel; same interface as WatchCall."""
 
     def __init__(self, address: str, request: daemon_pb2.WatchJobRequest) -> None:
+        super().__init__()
         self._channel = grpc.insecure_channel(address)
         self._call = daemon_pb2_grpc.DaemonServiceStub(self._channel).WatchJob(request)
-        self._cond = threading.Condition()
         self._gate = threading.Event()  # cleared: the client stops reading
         self._gate.set()
-        self.events: list[daemon_pb2.JobEvent] = []
-        self.status: Status | None = None
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
     def _read(self) -> None:
-        status = Status(grpc.StatusCode.OK, "")
+        status = OK
         try:
             for event in self._call:
-                with self._cond:
-                    self.events.append(event)
-                    self._cond.notify_all()
+                self._add(event)
                 self._gate.wait()
         except grpc.RpcError as error:
             status = _status_of(error)
-        with self._cond:
-            self.status = status
-            self._cond.notify_all()
-
-    def wait_for_events(self, count: int, timeout: float) -> bool:
-        with self._cond:
-            return self._cond.wait_for(
-                lambda: len(self.events) >= count or self.status is not None, timeout
-            ) and len(self.events) >= count
-
-    def wait_for_status(self, timeout: float) -> Status | None:
-        with self._cond:
-            self._cond.wait_for(lambda: self.status is not None, timeout)
-            return self.status
-
-    def received(self) -> list[daemon_pb2.JobEvent]:
-        with self._cond:
-            return list(self.events)
-
-    def is_over(self) -> bool:
-        with self._cond:
-            return self.status is not None
+        self._finish(status)
 
     def cancel(self) -> None:
         self._call.cancel()
@@ -107,7 +82,7 @@ class RemoteUnaryCall:
 
     def result(self, timeout: float):
         try:
-            return self._future.result(timeout=timeout), Status(grpc.StatusCode.OK, "")
+            return self._future.result(timeout=timeout), OK
         except grpc.FutureTimeoutError:
             return None, None
         except grpc.RpcError as error:
