@@ -10,6 +10,7 @@ same database would fail the first one's running jobs when it opens it.
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import logging
 import os
@@ -30,7 +31,7 @@ from choo.v1 import daemon_pb2, daemon_pb2_grpc
 from . import __version__
 from .job_store import JobStore
 from .orchestrator import Orchestrator
-from .servicer import DaemonServicer
+from .servicer import AsyncWatchServicer
 from .shutdown import ShutdownSignal
 
 log = logging.getLogger("choo-ref")
@@ -41,10 +42,10 @@ DEFAULT_DB = "~/.choo/daemon.db"
 DAEMON_SERVICE = daemon_pb2.DESCRIPTOR.services_by_name["DaemonService"].full_name
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 
-# Each open WatchJob holds one worker thread for as long as it streams, so the
-# pool is sized well above the watchers expected at once; calls beyond it
-# wait in grpc's queue until a worker is free.
-DEFAULT_MAX_WORKERS = 64
+# Threads for the RPCs that are plain functions (all but WatchJob, which is a
+# coroutine on the server's event loop and holds no thread while it waits).
+# The longest such call is Shutdown waiting for jobs, so a few are plenty.
+DEFAULT_MAX_WORKERS = 16
 
 # How long in-flight calls (the Shutdown response above all) get to finish
 # once the daemon stops accepting new ones.
@@ -188,6 +189,35 @@ def _load_control() -> Callable | None:
 # -- serving ---------------------------------------------------------------------
 
 
+class _LoopThread:
+    """An asyncio event loop running on a thread of its own."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever,
+                                        name="choo-grpc-loop", daemon=True)
+        self._thread.start()
+
+    def run(self, coroutine):
+        """Run a coroutine on the loop and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+    def submit(self, coroutine) -> None:
+        if not self._loop.is_closed():
+            asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+
+    def call(self, function, *args):
+        """Call a plain function on the loop's thread and wait for its result."""
+        async def call():
+            return function(*args)
+        return self.run(call())
+
+    def close(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+
+
 def serve(
     socket_path: str | os.PathLike[str] = DEFAULT_SOCKET,
     db_path: str | os.PathLike[str] = DEFAULT_DB,
@@ -264,30 +294,36 @@ class _Daemon:
         self.db_path = db_path
         self.orchestrator = Orchestrator(store, command_timeout_s=command_timeout_s)
         self.shutdown = ShutdownSignal()
-        self.servicer = DaemonServicer(self.orchestrator, self.shutdown, __version__)
-        self.server = grpc.server(
-            ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="choo-rpc"))
-        daemon_pb2_grpc.add_DaemonServiceServicer_to_server(self.servicer, self.server)
-
-        self.health = health.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        self.health.set("", health_pb2.HealthCheckResponse.SERVING)
-        self.health.set(DAEMON_SERVICE, health_pb2.HealthCheckResponse.SERVING)
+        self.servicer = AsyncWatchServicer(self.orchestrator, self.shutdown, __version__)
+        # grpc.aio runs on an event loop of its own thread; the main thread
+        # keeps signals and the shutdown sequence.
+        self.loop = _LoopThread()
+        self.server = self.loop.run(self._build_server(add_control, max_workers))
         # Runs inside ShutdownSignal.trigger(), whoever triggers it.
-        self.shutdown.add_listener(self.health.enter_graceful_shutdown)
-
-        services = [DAEMON_SERVICE, HEALTH_SERVICE]
-        if add_control is not None:
-            from choo.conformance.v1 import control_pb2
-
-            add_control(self.server, self.orchestrator)
-            services.append(control_pb2.DESCRIPTOR.services_by_name["ConformanceControl"].full_name)
-        reflection.enable_server_reflection(services + [reflection.SERVICE_NAME], self.server)
+        self.shutdown.add_listener(
+            lambda: self.loop.submit(self.health.enter_graceful_shutdown()))
 
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
         self._pipe_closed = False
         self._forcing = False
+
+    async def _build_server(self, add_control: Callable | None, max_workers: int) -> grpc.aio.Server:
+        server = grpc.aio.server(migration_thread_pool=ThreadPoolExecutor(
+            max_workers=max_workers, thread_name_prefix="choo-rpc"))
+        daemon_pb2_grpc.add_DaemonServiceServicer_to_server(self.servicer, server)
+        self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        await self.health.set(DAEMON_SERVICE, health_pb2.HealthCheckResponse.SERVING)
+        services = [DAEMON_SERVICE, HEALTH_SERVICE]
+        if add_control is not None:
+            from choo.conformance.v1 import control_pb2
+
+            add_control(server, self.orchestrator)
+            services.append(control_pb2.DESCRIPTOR.services_by_name["ConformanceControl"].full_name)
+        reflection.enable_server_reflection(services + [reflection.SERVICE_NAME], server)
+        return server
 
     def _wake(self, code: int) -> None:
         if self._pipe_closed:
@@ -302,7 +338,7 @@ class _Daemon:
         # first moment, the chmod makes sure whatever the umask was.
         old_umask = os.umask(0o177)
         try:
-            self.server.add_insecure_port(f"unix://{self.socket_path}")
+            self.loop.call(self.server.add_insecure_port, f"unix://{self.socket_path}")
         except RuntimeError as exc:
             _error(f"cannot listen on {self.socket_path}: {exc}")
             return False
@@ -318,7 +354,7 @@ class _Daemon:
         try:
             if not self._bind():
                 return 1
-            self.server.start()
+            self.loop.run(self.server.start())
             log.info("choo-ref daemon %s (pid %d) serving on unix://%s (db %s)",
                      __version__, os.getpid(), self.socket_path, self.db_path)
             # Wakes the main loop once a Shutdown call has stopped the jobs; the
@@ -332,11 +368,12 @@ class _Daemon:
             finally:
                 self.servicer.shutdown_done.set()
                 waiter.join()  # it writes to the pipe, which is closed below
-            self.server.stop(STOP_GRACE_S).wait()
+            self.loop.run(self.server.stop(STOP_GRACE_S))
             log.info("daemon stopped")
             return 0
         finally:
-            self.server.stop(None)
+            self.loop.run(self.server.stop(None))
+            self.loop.close()
             self._pipe_closed = True
             os.close(self._wake_r)
             os.close(self._wake_w)

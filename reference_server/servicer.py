@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import threading
@@ -17,6 +18,7 @@ from .orchestrator import AlreadyStopped, Conflict
 from .jobs import STATUSES, Job, JobManager, JobNotFound, is_terminal, shorten
 from .shutdown import ShutdownSignal
 from .task_plan import PlanError
+from .async_watch import LoopWaker, watch_job_async
 from .watch import SHUTTING_DOWN, watch_job
 
 log = logging.getLogger("choo-ref")
@@ -178,3 +180,17 @@ def _summary(job: Job) -> daemon_pb2.JobSummary:
     )
     _set_time(summary.started_at, job.started_at_ns)
     return summary
+
+
+class AsyncWatchServicer(DaemonServicer):
+    """The servicer for a grpc.aio server: WatchJob is a coroutine; the other
+    RPCs stay plain functions, which the server runs on its thread pool."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._waker = None
+
+    async def WatchJob(self, request, context):
+        if self._waker is None:
+            self._waker = LoopWaker(asyncio.get_running_loop())
+        await watch_job_async(self.jobs, self.shutdown, self._waker, request, context)

@@ -1,7 +1,8 @@
 """WatchJob: one watch of one job, from a sequence, until the job ends.
 
-The handler is a generator so it runs under any grpc server and under
-grpc_testing. It never waits on the feed alone: one `wake` event is set by the
+This handler is a generator, so it runs under grpc's thread-pool server and
+under grpc_testing; the daemon serves the coroutine twin in async_watch.py,
+which holds no thread while it waits. Both admit a request with admit(). It never waits on the feed alone: one `wake` event is set by the
 feed (new events or the end), by the RPC ending (client cancelled or the
 transport failed) and by the daemon shutting down, so each of those ends or
 advances the watch at once (W5, W6, W7).
@@ -27,31 +28,54 @@ READ_BATCH = 256
 SHUTTING_DOWN = "daemon is shutting down"
 
 
+class Refused(Exception):
+    """A WatchJob request that gets a status instead of a stream."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(details)
+        self.code = code
+        self.details = details
+
+
+def admit(jobs: JobManager, shutdown: ShutdownSignal, request: daemon_pb2.WatchJobRequest) -> bool:
+    """Checks a request in the contract's order (W1, W11, W18, W2); raises
+    Refused. False means the job is over and no replay was asked for, so
+    the watch ends OK at once (W8)."""
+    job_id = request.job_id
+    if not job_id:
+        raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "job_id is required")
+    if request.from_sequence < 0:
+        raise Refused(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"from_sequence must be 0 or more (got {request.from_sequence}); "
+            "0 and 1 both start at the first event",
+        )
+    if shutdown.is_set():
+        raise Refused(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
+    try:
+        job = jobs.get_job(job_id)
+    except JobNotFound:
+        raise Refused(grpc.StatusCode.NOT_FOUND, f"job not found: {shorten(job_id)}") from None
+    return not (is_terminal(job.status) and request.from_sequence == 0)
+
+
+def client_gone(job_id: str, sent: int, last: int | None) -> str:
+    return (f"watch of job {shorten(job_id)} ended: the client stopped receiving "
+            f"after {sent} events (last sequence {last or 'none'})")
+
+
 def watch_job(
     jobs: JobManager,
     shutdown: ShutdownSignal,
     request: daemon_pb2.WatchJobRequest,
     context: grpc.ServicerContext,
 ) -> Iterator[daemon_pb2.JobEvent]:
-    job_id = request.job_id
-    if not job_id:
-        context.abort(grpc.StatusCode.INVALID_ARGUMENT, "job_id is required")
-    if request.from_sequence < 0:
-        context.abort(
-            grpc.StatusCode.INVALID_ARGUMENT,
-            f"from_sequence must be 0 or more (got {request.from_sequence}); "
-            "0 and 1 both start at the first event",
-        )
-    if shutdown.is_set():
-        context.abort(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
     try:
-        job = jobs.get_job(job_id)
-    except JobNotFound:
-        context.abort(grpc.StatusCode.NOT_FOUND, f"job not found: {shorten(job_id)}")
-    # A finished job and no replay asked for: nothing to stream (W8).
-    if is_terminal(job.status) and request.from_sequence == 0:
-        return
-    yield from _stream(jobs, shutdown, job_id, request.from_sequence, context)
+        if not admit(jobs, shutdown, request):
+            return
+    except Refused as refused:
+        context.abort(refused.code, refused.details)
+    yield from _stream(jobs, shutdown, request.job_id, request.from_sequence, context)
 
 
 class _Watch:
@@ -100,11 +124,7 @@ def _stream(jobs, shutdown, job_id, from_sequence, context) -> Iterator[daemon_p
                 # The Go server returns the failed Send's error here; a
                 # Python handler only learns that the RPC is over. End with
                 # a non-OK status: the watch did not complete (W5, W7).
-                context.abort(
-                    grpc.StatusCode.CANCELLED,
-                    f"watch of job {shorten(job_id)} ended: the client stopped receiving "
-                    f"after {sent} events (last sequence {last or 'none'})",
-                )
+                context.abort(grpc.StatusCode.CANCELLED, client_gone(job_id, sent, last))
             watch.wake.clear()
             events = feed.read(READ_BATCH)
             if events is None:

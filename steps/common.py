@@ -107,6 +107,10 @@ def target(request, jobs_double):
 NEEDS_IN_PROCESS = {
     "scripted": "uses the scripted job manager double, which exists only in process",
 }
+NEEDS_CHANNEL = {
+    "daemon_capacity": "checks the capacity of a daemon process; grpc_testing gives every "
+    "call a thread of its own, so in process it would measure the harness",
+}
 NEEDS_OWN_DAEMON = {
     "ends_daemon": "ends the daemon, so it needs one of its own (--server-cmd)",
     "restarts_daemon": "restarts the daemon, so it needs one started by the suite (--server-cmd)",
@@ -122,6 +126,9 @@ def remote_mode(config) -> bool:
 def _skip_where_a_scenario_cannot_run(request):
     config = request.config
     if not remote_mode(config):
+        for tag, reason in NEEDS_CHANNEL.items():
+            if request.node.get_closest_marker(tag):
+                pytest.skip(f"over a channel only: this scenario {reason}")
         return
     for tag, reason in NEEDS_IN_PROCESS.items():
         if request.node.get_closest_marker(tag):

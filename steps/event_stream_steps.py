@@ -271,3 +271,10 @@ def open_subscriptions_within(target, seconds, job_id, count):
 
     assert wait_until(lambda: open_count() == count, seconds), (
         f"{open_count()} open subscriptions after {seconds} s, expected {count}")
+
+
+@when(parsers.parse("every one of them has received {count:d} events"))
+def all_have_received(world, count):
+    for name, watch in world.watches.items():
+        assert watch.wait_for_events(count, EVENTUALLY), (
+            f"{name} received {len(watch.received())} events, expected {count}")

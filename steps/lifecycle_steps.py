@@ -408,3 +408,24 @@ def contract_codes_only(world):
         _, status = _answer(world)
     assert status is not None, "no answer"
     assert status.code in CONTRACT_CODES, f"answered {status}"
+
+
+@then("Health answers healthy")
+def health_healthy(target):
+    assert _health(target).healthy
+
+
+@then(parsers.parse('GetJobStatus of job "{job_id}" answers "{status}"'))
+def get_status_of_named(target, job_id, status):
+    response, call_status = target.call("GetJobStatus", daemon_pb2.GetJobStatusRequest(
+        job_id=job_id)).result(EVENTUALLY)
+    assert call_status is not None and call_status.code == grpc.StatusCode.OK, f"got {call_status}"
+    assert response.status == status
+
+
+@then(parsers.parse('StartJob on "{folder}" answers "{status}"'))
+def start_answers(target, world, tmp_path, folder, status):
+    response = _start(target, world, tmp_path, folder)
+    _, call_status = world.last_call.result(EVENTUALLY)
+    assert call_status is not None and call_status.code == grpc.StatusCode.OK, f"got {call_status}"
+    assert response.status == status

@@ -28,6 +28,10 @@ from .stream import OK, ReceivedStream, Status
 from .wait import wait_until
 
 STARTUP_TIMEOUT_S = 20.0
+# Watches with a connection of their own (so that one can be dropped); the
+# rest share SHARED_CHANNELS connections.
+OWN_CHANNEL_WATCHES = 16
+SHARED_CHANNELS = 8
 
 
 def _status_of(error: grpc.RpcError) -> Status:
@@ -37,10 +41,12 @@ def _status_of(error: grpc.RpcError) -> Status:
 class RemoteWatch(ReceivedStream):
     """One WatchJob call on its own channel; same interface as WatchCall."""
 
-    def __init__(self, address: str, request: daemon_pb2.WatchJobRequest) -> None:
+    def __init__(self, channel: grpc.Channel, request: daemon_pb2.WatchJobRequest,
+                 owns_channel: bool) -> None:
         super().__init__()
-        self._channel = grpc.insecure_channel(address)
-        self._call = daemon_pb2_grpc.DaemonServiceStub(self._channel).WatchJob(request)
+        self._channel = channel
+        self._owns_channel = owns_channel
+        self._call = daemon_pb2_grpc.DaemonServiceStub(channel).WatchJob(request)
         self._gate = threading.Event()  # cleared: the client stops reading
         self._gate.set()
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -62,6 +68,7 @@ class RemoteWatch(ReceivedStream):
 
     def drop_connection(self) -> None:
         """The client goes away without a word: its channel closes."""
+        assert self._owns_channel, "only a watch with a channel of its own can drop it"
         self._channel.close()
         self._gate.set()
 
@@ -73,7 +80,8 @@ class RemoteWatch(ReceivedStream):
 
     def join(self, timeout: float) -> None:
         self._reader.join(timeout)
-        self._channel.close()
+        if self._owns_channel:
+            self._channel.close()
 
 
 class RemoteUnaryCall:
@@ -113,6 +121,7 @@ class RemoteDaemon:
         self._names: dict[str, str] = {}
         self._started: list = []  # StartJob calls: their jobs are stopped at the end
         self._pending: list = []
+        self._shared_channels: list[grpc.Channel] = []
         self.calls: list[RemoteWatch] = []
 
     def _id(self, name: str) -> str:
@@ -121,8 +130,17 @@ class RemoteDaemon:
     # -- the client side -----------------------------------------------------
 
     def watch(self, job_id: str, from_sequence: int = 0) -> RemoteWatch:
-        call = RemoteWatch(self.address, daemon_pb2.WatchJobRequest(
-            job_id=self._id(job_id), from_sequence=from_sequence))
+        request = daemon_pb2.WatchJobRequest(job_id=self._id(job_id), from_sequence=from_sequence)
+        if len(self.calls) < OWN_CHANNEL_WATCHES:
+            call = RemoteWatch(grpc.insecure_channel(self.address), request, owns_channel=True)
+        else:
+            # Past a few, watches share channels: a client process with a
+            # thousand connections measures the client, not the daemon.
+            if not self._shared_channels:
+                self._shared_channels = [grpc.insecure_channel(self.address)
+                                         for _ in range(SHARED_CHANNELS)]
+            channel = self._shared_channels[len(self.calls) % SHARED_CHANNELS]
+            call = RemoteWatch(channel, request, owns_channel=False)
         self.calls.append(call)
         return call
 
@@ -208,6 +226,8 @@ class RemoteDaemon:
                 call.cancel()
         for call in self.calls:
             call.join(timeout)
+        for channel in self._shared_channels:
+            channel.close()
         self._stop_started_jobs()
         problems = []
         for name, job_id in self._names.items():

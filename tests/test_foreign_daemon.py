@@ -33,6 +33,9 @@ EXPECTED_FAILING = {
     "W2": "bug: an unknown job answers INTERNAL instead of NOT_FOUND",
     "W8": "bug: a terminal job watched from 0 replays its history",
     "W11": "bug: a negative from_sequence is clamped to 1 instead of refused",
+    # Its design: one of 128 pool threads per open watch.
+    "W15": "1000 open watches take every worker thread: later watchers get nothing",
+    "W16": "1000 open watches take every worker thread: not every watcher sees the events",
     # What it does not have.
     "W17": "keeps events in memory only: a restart loses them",
     "W18": "shutting down while a job runs needs a job from StartJob",
@@ -49,7 +52,7 @@ EXPECTED_FAILING = {
 }
 
 # Implemented correctly; the suite must say so.
-MUST_PASS = {"W1", "W3", "W4", "W5", "W6", "W7", "W9", "W10", "W12", "W13", "W14", "W15", "W16"}
+MUST_PASS = {"W1", "W3", "W4", "W5", "W6", "W7", "W9", "W10", "W12", "W13", "W14"}
 
 LIFECYCLE = ["steps/test_job_lifecycle.py", "steps/test_daemon_lifecycle.py"]
 SHARDS = {

@@ -31,6 +31,9 @@ Rules it fails because it is minimal, not because of a bug:
   WatchJob example also meets the W2/W11 bugs). W18 fails the same way: its
   "shutting down while a job runs" state needs a started job.
 - W17: nothing is persisted, so events do not survive a restart.
+- W15, W16: each open watch holds one of the server's 128 worker threads (a
+  generator handler), so with 1000 open watches (features/scale.feature) the
+  later watchers are never served: the classic thread-per-stream limit.
 
 Everything else WatchJob promises is implemented properly and passes: replay
 from from_sequence inclusive by cursor over the job's log (no per-watcher
