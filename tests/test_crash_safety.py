@@ -7,10 +7,10 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
+from pipe_lines import PipeLines
 
 from reference_server.job_store import INTERRUPTED_ERROR, JobStore
 
@@ -18,33 +18,6 @@ CHILD = Path(__file__).with_name("crash_child.py")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEADLINE_S = 20.0
 BATCH = 7  # crash_child.BATCH
-
-
-class LineReader:
-    """Collects a pipe's lines on a thread, so the test can wait for a count
-    with a deadline instead of blocking in readline()."""
-
-    def __init__(self, pipe) -> None:
-        self.lines: list[str] = []
-        self._cond = threading.Condition()
-        self._thread = threading.Thread(target=self._run, args=(pipe,), daemon=True)
-        self._thread.start()
-
-    def _run(self, pipe) -> None:
-        for line in pipe:
-            with self._cond:
-                self.lines.append(line.rstrip("\n"))
-                self._cond.notify_all()
-
-    def wait_for_lines(self, n: int) -> bool:
-        with self._cond:
-            return self._cond.wait_for(lambda: len(self.lines) >= n, DEADLINE_S)
-
-    def join(self) -> None:
-        # The pipe reaches EOF once the child is dead; whatever it wrote
-        # before dying is still read.
-        self._thread.join(DEADLINE_S)
-        assert not self._thread.is_alive()
 
 
 @pytest.mark.slow
@@ -63,15 +36,16 @@ def test_events_survive_sigkill(tmp_path, mode):
         cwd=PROJECT_ROOT,
     )
     try:
-        reader = LineReader(child.stdout)
-        ok = reader.wait_for_lines(400)
-        if not ok:
+        reader = PipeLines(child.stdout)
+        try:
+            reader.wait_for(lambda lines: len(lines) >= 400, DEADLINE_S)
+        except AssertionError:
             child.kill()
             pytest.fail(f"child printed too little: {reader.lines[-3:]} {child.stderr.read()}")
         # Killed while it is recording: no chance to close or checkpoint.
         child.send_signal(signal.SIGKILL)
         assert child.wait(DEADLINE_S) == -signal.SIGKILL
-        reader.join()
+        reader.join(DEADLINE_S)
     finally:
         if child.poll() is None:
             child.kill()

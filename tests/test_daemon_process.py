@@ -25,6 +25,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from pipe_lines import PipeLines
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
@@ -248,28 +249,12 @@ def cli(*args: str, socket_path: Path | None = None, timeout: float = 60) -> sub
                           stdin=subprocess.DEVNULL)
 
 
-class Lines:
-    """Collects a stream's lines on a thread; wait_for() waits on a condition."""
-
-    def __init__(self, stream) -> None:
-        self.lines: list[str] = []
-        self._cond = threading.Condition()
-        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
-        self._thread.start()
-
-    def _read(self, stream) -> None:
-        for line in stream:
-            with self._cond:
-                self.lines.append(line.rstrip("\n"))
-                self._cond.notify_all()
-
+class Lines(PipeLines):
     def wait_for(self, predicate, timeout: float = DEADLINE_S) -> None:
-        with self._cond:
-            if not self._cond.wait_for(lambda: predicate(self.lines), timeout):
-                raise AssertionError("timed out; lines so far:\n" + "\n".join(self.lines))
+        super().wait_for(predicate, timeout)
 
-    def join(self) -> None:
-        self._thread.join(DEADLINE_S)
+    def join(self, timeout: float = DEADLINE_S) -> None:
+        super().join(timeout)
 
 
 # -- helpers over the API ----------------------------------------------------------
