@@ -61,11 +61,14 @@ class Job:
 
 
 def shorten(text: str, limit: int = 200) -> str:
-    """Client-supplied text quoted in a message, cut to a readable length
-    (a status message travels in a header, which gRPC caps at 16 KiB)."""
-    if len(text) <= limit:
+    """Client-supplied text quoted in a message, cut to `limit` bytes of
+    UTF-8. A status message travels percent-encoded in a trailer, which gRPC
+    clients refuse past 8 KiB: each byte may take three there."""
+    encoded = text.encode("utf-8", "replace")
+    if len(encoded) <= limit:
         return text
-    return f"{text[:limit]}... ({len(text)} characters)"
+    cut = encoded[:limit].decode("utf-8", "ignore")
+    return f"{cut}... ({len(text)} characters)"
 
 
 class JobNotFound(LookupError):

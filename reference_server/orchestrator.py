@@ -14,7 +14,7 @@ from typing import Collection
 
 from .job_runner import JobRun
 from .job_store import JobStore, JobTerminal
-from .jobs import CANCELLED, RUNNING, TERMINAL, Job, UnitState, is_terminal
+from .jobs import CANCELLED, RUNNING, TERMINAL, Job, UnitState, is_terminal, shorten
 from .task_plan import load_plan
 
 log = logging.getLogger("choo-ref")
@@ -74,7 +74,8 @@ class Orchestrator:
         PlanError for a tasks_dir that cannot be read, Conflict."""
         repo_path = os.path.abspath(repo_path)
         if not os.path.isdir(repo_path):
-            raise NotADirectoryError(f"repo_path is not a directory on the daemon's host: {repo_path}")
+            raise NotADirectoryError(
+                f"repo_path is not a directory on the daemon's host: {shorten(repo_path)}")
         tasks_dir = os.path.abspath(os.path.join(repo_path, tasks_dir))
         with self._lock:
             if feature_branch:

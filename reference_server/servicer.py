@@ -24,9 +24,9 @@ from .watch import SHUTTING_DOWN, watch_job
 log = logging.getLogger("choo-ref")
 
 INT32_MAX = 2**31 - 1
-# Status details go in a trailer that clients cap at 16 KiB; messages quote
-# client input, so they are cut well below that.
-MAX_DETAILS = 2000
+# Status details go percent-encoded in a trailer that clients refuse past
+# 8 KiB; messages quote client input, so they are cut to 1 KiB of UTF-8.
+MAX_DETAILS = 1024
 
 
 class _Abort(Exception):

@@ -121,3 +121,18 @@ def test_the_daemon_process_answers_contract_codes(daemon_process, data):
         assert code in CONTRACT_CODES, f"{method}({request!r:.200}) answered {code} {details!r}"
         health = stub.Health(daemon_pb2.HealthRequest(), timeout=10)
         assert health.healthy
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("request_", [
+    # Found by fuzzing: quoted back in full, these overflowed the status trailer.
+    daemon_pb2.StartJobRequest(tasks_dir="t", target_branch="main", repo_path="\x8c" * 4747),
+    daemon_pb2.GetJobStatusRequest(job_id="%s%n" * 20000),
+], ids=["long non-ASCII repo_path", "long job id"])
+def test_long_client_input_is_quoted_short_enough_to_travel(daemon_process, request_):
+    method = "StartJob" if isinstance(request_, daemon_pb2.StartJobRequest) else "GetJobStatus"
+    with grpc.insecure_channel(daemon_process.address) as channel:
+        with pytest.raises(grpc.RpcError) as raised:
+            getattr(daemon_pb2_grpc.DaemonServiceStub(channel), method)(request_, timeout=10)
+    assert raised.value.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND)
+    assert "characters)" in raised.value.details()
