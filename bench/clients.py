@@ -83,9 +83,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=120.0)
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
+    # CPU from here on: the imports before this are the same for any server.
+    cpu0 = time.process_time()
     results = asyncio.run(_main(args))
     with open(args.out, "w") as f:
-        json.dump({"cpu_s": time.process_time(), "watches": results}, f)
+        json.dump({"cpu_s": time.process_time() - cpu0, "watches": results}, f)
     return 0
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-COLORS = {"daemon": "tab:blue", "ceiling": "tab:gray"}
+COLORS = {"daemon": "tab:blue", "ceiling-sync": "tab:gray", "ceiling-aio": "black"}
 
 
 def _pyplot():
@@ -16,6 +16,15 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _log_x(ax, values) -> None:
+    from matplotlib.ticker import NullFormatter
+
+    ax.set_xscale("log")
+    ax.set_xticks(sorted(set(values)))
+    ax.set_xticklabels([f"{v:,}" for v in sorted(set(values))])
+    ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def _series(points: list[dict], x: str, y: str) -> tuple[list, list]:
@@ -33,38 +42,46 @@ def watchers(sweep: dict[str, list[dict]], path: Path) -> None:
         for kind, points in sweep.items():
             xs, ys = _series(points, "watchers", key)
             ax.plot(xs, ys, "o-", color=COLORS[kind], label=kind)
-        ax.set_xscale("log")
+        _log_x(ax, [p["watchers"] for points in sweep.values() for p in points])
         ax.set_xlabel("open watchers of one job")
         ax.set_title(title)
+        ax.set_ylim(bottom=0)
         ax.grid(True, alpha=0.3)
     axes[2].axhline(200, color="tab:red", ls="--", lw=1, label="target 200 KB")
+    axes[2].set_ylim(0, max(220, axes[2].get_ylim()[1]))
     axes[0].legend()
     axes[2].legend()
-    fig.suptitle("Cost vs number of watchers (events per job chosen so each point "
-                 "delivers 100k-200k events)")
+    totals = [p["watchers"] * p["events"] for points in sweep.values() for p in points]
+    fig.suptitle(f"Cost vs number of watchers (events per job chosen so each point delivers "
+                 f"{min(totals):,}-{max(totals):,} events)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def events(sweep: dict[str, list[dict]], window: int, path: Path) -> None:
+def events(live: dict[str, list[dict]], replay: dict[str, list[dict]], window: int,
+           path: Path) -> None:
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     panels = [("events_per_s", "events/s to one watcher"),
               ("cpu_us_per_event", "server CPU per delivered event (µs)")]
+    xs_all = [p["events"] for sweep in (live, replay) for pts in sweep.values() for p in pts]
     for ax, (key, title) in zip(axes, panels):
-        for kind, points in sweep.items():
-            xs, ys = _series(points, "events", key)
-            ax.plot(xs, ys, "o-", color=COLORS[kind], label=kind)
-        ax.axvline(window, color="tab:orange", ls=":", lw=1,
-                   label=f"daemon's in-memory window ({window})")
-        ax.set_xscale("log")
+        for kind in live:
+            xs, ys = _series(live[kind], "events", key)
+            ax.plot(xs, ys, "o-", color=COLORS[kind], label=f"{kind}, live")
+            xs, ys = _series(replay.get(kind, []), "events", key)
+            ax.plot(xs, ys, "s--", color=COLORS[kind], label=f"{kind}, replay of ended job")
+        # The daemon keeps the last window..2*window events of a job in memory.
+        ax.axvspan(window, 2 * window, color="tab:orange", alpha=0.12,
+                   label="daemon's in-memory window")
+        _log_x(ax, xs_all)
         ax.set_xlabel("events per job")
         ax.set_title(title)
         ax.set_ylim(bottom=0)
         ax.grid(True, alpha=0.3)
-    axes[0].legend()
-    fig.suptitle("Cost vs events per job (one watcher, live)")
+    axes[0].legend(fontsize=8)
+    fig.suptitle("Cost vs events per job (one watcher)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -72,7 +89,7 @@ def events(sweep: dict[str, list[dict]], window: int, path: Path) -> None:
 
 def latency(sweep: dict[str, list[dict]], watchers: int, path: Path) -> None:
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(8, 5))
     for kind, points in sweep.items():
         for key, style in (("p99_ms", "o-"), ("p50_ms", "s--")):
             xs, ys = _series(points, "rate", key)

@@ -86,8 +86,12 @@ def threads(pid: int) -> int:
     return 0
 
 
-def cpu_s(pid: int) -> float:
-    """User plus system CPU time the process has used so far."""
+def cpu_times(pid: int) -> tuple[float, float]:
+    """User and system CPU time the process has used so far."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICK
+    return int(fields[11]) / _TICK, int(fields[12]) / _TICK
+
+
+def cpu_s(pid: int) -> float:
+    return sum(cpu_times(pid))

@@ -1,11 +1,11 @@
 """The reference daemon, as `choo-ref daemon --conformance-control` runs it,
 but with the size of its RPC thread pool chosen by the benchmark.
 
-Every open WatchJob holds one of the pool's threads (reference_server/watch.py),
-and `choo-ref daemon` has no option for the pool size (DEFAULT_MAX_WORKERS in
-reference_server/daemon.py), so figures with hundreds of open watchers need
-the pool sized here. The benchmark also runs `choo-ref daemon` itself to show
-what its default pool does with that many watchers.
+`choo-ref daemon` has no option for the pool size (DEFAULT_MAX_WORKERS in
+reference_server/daemon.py). Where each open WatchJob holds one of the pool's
+threads, a thousand watchers need a pool of more than a thousand; the
+benchmark checks `choo-ref daemon` itself first and only falls back to this
+when its pool cannot take the watchers of the figures.
 
     python -m bench.reference_daemon --socket /tmp/x.sock --db /tmp/x.db --max-workers 1100
 """

@@ -37,6 +37,8 @@ def machine() -> dict:
         "grpcio": version("grpcio"),
         "protobuf": version("protobuf"),
         "load_average": [round(x, 2) for x in os.getloadavg()],
+        # Set, every import compiles from source: it slows the suite's start.
+        "PYTHONDONTWRITEBYTECODE": os.environ.get("PYTHONDONTWRITEBYTECODE", ""),
     }
 
 
@@ -44,7 +46,12 @@ def machine_line(facts: dict) -> str:
     return (f"{facts['usable_cores']} cores ({facts['cpu']}), {facts['memory_gb']} GB, "
             f"{facts['os']}, Python {facts['python']}, grpcio {facts['grpcio']}, "
             f"protobuf {facts['protobuf']}, load average at start "
-            f"{' '.join(map(str, facts['load_average']))}")
+            f"{' '.join(map(str, facts['load_average']))}"
+            + (", PYTHONDONTWRITEBYTECODE set" if facts["PYTHONDONTWRITEBYTECODE"] else "")
+            + (f"; reference_server at {facts['commit']}" if facts.get("commit") else "")
+            + (" with uncommitted changes to "
+               + ", ".join(facts["reference_server_uncommitted"])
+               if facts.get("reference_server_uncommitted") else ""))
 
 
 @dataclass
@@ -55,7 +62,9 @@ class Row:
     unit: str
     target: str
     met: bool
-    note: str = ""  # shown after the table when the figure is missed, or always for context
+    note: str = ""  # shown after the table when the figure is missed
+    shown: str = ""  # replaces the formatted measurement (a timeout, a lower bound)
+    ceiling_api: str = ""  # which of grpcio's server APIs gave the ceiling
 
     @property
     def ratio(self) -> float | None:
@@ -74,12 +83,18 @@ def _fmt(value: float | None, unit: str) -> str:
     return f"{value:.2f} {unit}"
 
 
+def _fmt_ratio(ratio: float | None) -> str:
+    if ratio is None:
+        return "-"
+    return f"{ratio:.2f}" if ratio < 10 else f"{ratio:,.0f}"
+
+
 def table(rows: list[Row]) -> str:
     """A Markdown table, readable as plain text too."""
     head = ["figure", "measured", "ceiling", "ratio", "target", "met?"]
-    body = [[r.figure, _fmt(r.measured, r.unit), _fmt(r.ceiling, r.unit),
-             f"{r.ratio:.2f}" if r.ratio is not None else "-", r.target,
-             "yes" if r.met else "NO"] for r in rows]
+    body = [[r.figure, r.shown or _fmt(r.measured, r.unit),
+             _fmt(r.ceiling, r.unit) + (f" ({r.ceiling_api})" if r.ceiling_api else ""),
+             _fmt_ratio(r.ratio), r.target, "yes" if r.met else "NO"] for r in rows]
     widths = [max(len(line[i]) for line in [head] + body) for i in range(len(head))]
 
     def line(cells: list[str]) -> str:

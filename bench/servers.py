@@ -18,12 +18,17 @@ from . import processes
 from .processes import Processes
 
 STARTUP_S = 20.0
-DAEMON, CEILING, SHIPPED = "daemon", "ceiling", "choo-ref daemon"
+# `choo-ref daemon` exactly as installed; the same daemon through
+# bench.reference_daemon with the RPC thread pool sized by the benchmark; the
+# plain-grpcio ceiling on grpc.server and on grpc.aio.
+SHIPPED, POOLED = "choo-ref daemon", "daemon-pooled"
+CEILING_SYNC, CEILING_AIO = "ceiling-sync", "ceiling-aio"
+CEILINGS = (CEILING_SYNC, CEILING_AIO)
 
 
 class Server:
-    """kind: DAEMON (bench.reference_daemon, pool sized by max_workers),
-    SHIPPED (`choo-ref daemon` exactly as installed, default pool) or CEILING."""
+    """One server process of `kind` (see above); max_workers sizes the thread
+    pool of POOLED and CEILING_SYNC."""
 
     def __init__(self, procs: Processes, kind: str, max_workers: int, log_dir: Path) -> None:
         self.kind = kind
@@ -33,10 +38,11 @@ class Server:
         self.socket = f"{self._dir}/s"
         db = f"{self._dir}/d.db"
         log = log_dir / f"{kind.replace(' ', '-')}.log"
-        if kind == CEILING:
+        if kind in CEILINGS:
+            extra = ["--aio"] if kind == CEILING_AIO else []
             self.proc = procs.python("bench.ceiling_server", "--socket", self.socket,
-                                     "--max-workers", str(max_workers), log=log)
-        elif kind == DAEMON:
+                                     "--max-workers", str(max_workers), *extra, log=log)
+        elif kind == POOLED:
             self.proc = procs.python("bench.reference_daemon", "--socket", self.socket,
                                      "--db", db, "--max-workers", str(max_workers), log=log)
         else:
@@ -45,7 +51,11 @@ class Server:
         self.channel = grpc.insecure_channel(f"unix://{self.socket}")
         self.control = control_pb2_grpc.ConformanceControlStub(self.channel)
         self.daemon = daemon_pb2_grpc.DaemonServiceStub(self.channel)
-        self._wait_ready()
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
 
     @property
     def pid(self) -> int:
@@ -109,6 +119,9 @@ class Server:
     def cpu_s(self) -> float:
         return processes.cpu_s(self.pid)
 
+    def cpu_times(self) -> tuple[float, float]:
+        return processes.cpu_times(self.pid)
+
     def threads(self) -> int:
         return processes.threads(self.pid)
 
@@ -119,7 +132,7 @@ class Server:
         self.stop()
 
     def stop(self) -> None:
-        if self.kind != CEILING and self.proc.poll() is None:
+        if self.kind not in CEILINGS and self.proc.poll() is None:
             try:
                 self.daemon.Shutdown(daemon_pb2.ShutdownRequest(wait_for_jobs=False), timeout=5)
             except grpc.RpcError:
