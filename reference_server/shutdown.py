@@ -45,7 +45,3 @@ class ShutdownSignal:
                 return remove
         listener()
         return lambda: None
-
-    def listener_count(self) -> int:
-        with self._lock:
-            return len(self._listeners)

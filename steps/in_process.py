@@ -184,8 +184,6 @@ class WatchCall(ReceivedStream):
 class InProcessTarget:
     """A DaemonService servicer behind grpc_testing, with a probe on it."""
 
-    name = "in-process"
-
     def __init__(self, jobs, servicer_factory: ServicerFactory = default_servicer) -> None:
         self.jobs = jobs
         self.shutdown = ShutdownSignal()
@@ -269,8 +267,6 @@ class InProcessDaemon(InProcessTarget):
     (CreateJob, AppendEvents, FinishJob, ListSubscriptions), so the same steps
     can drive a daemon over a channel.
     """
-
-    name = "in-process"
 
     def __init__(self, db_path, servicer_factory: ServicerFactory = default_servicer,
                  job_manager_factory=None) -> None:

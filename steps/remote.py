@@ -107,8 +107,6 @@ class RemoteJob:
 class RemoteDaemon:
     """A DaemonService (with ConformanceControl) at an address."""
 
-    name = "remote"
-
     def __init__(self, address: str, process: "DaemonProcess | None" = None) -> None:
         self.address = address
         self.process = process
