@@ -8,10 +8,12 @@ STAMP := $(VENV)/.installed
 
 .PHONY: conformance test venv proto bench repeat clean
 
-$(STAMP): pyproject.toml
+# The three parts of the repository, installed editable: the wire contract,
+# the reference daemon and the suite (see pyproject.toml).
+$(STAMP): pyproject.toml proto/pyproject.toml reference_server/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e ./proto -e ./reference_server -e '.[dev]'
 	touch $(STAMP)
 
 REFERENCE_DAEMON := $(CURDIR)/$(VENV)/bin/choo-ref daemon --socket {socket} --db {db} --conformance-control
@@ -20,9 +22,9 @@ REFERENCE_DAEMON := $(CURDIR)/$(VENV)/bin/choo-ref daemon --socket {socket} --db
 ## real socket, with a report of each in conformance-report/.
 conformance: $(STAMP)
 	@status=0; \
-	$(VENV)/bin/choo-ref conformance --report conformance-report/in-process || status=1; \
+	$(VENV)/bin/choo-conformance --report conformance-report/in-process || status=1; \
 	echo; \
-	$(VENV)/bin/choo-ref conformance --report conformance-report/daemon \
+	$(VENV)/bin/choo-conformance --report conformance-report/daemon \
 		--server-cmd '$(REFERENCE_DAEMON)' || status=1; \
 	exit $$status
 
@@ -39,7 +41,7 @@ proto: $(STAMP)
 
 ## The feature files 50 times in a row: the flakiness check.
 repeat: $(STAMP)
-	$(PY) -m pytest steps -q -p no:randomly --count=50
+	$(PY) -m pytest steps/choo_conformance/scenarios -q -p no:randomly --count=50
 
 clean:
 	rm -rf $(VENV) conformance-report report.json

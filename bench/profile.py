@@ -39,7 +39,7 @@ SCENARIOS = {
 
 
 def _place(frame: str) -> str:
-    for marker, place in (("reference_server/", "reference_server (the daemon's code)"),
+    for marker, place in (("choo_reference/", "choo_reference (the daemon's code)"),
                           ("grpc/", "grpc (Python part)"), ("(libc", "libc / kernel calls"),
                           ("cygrpc", "grpc C core"), ("libsqlite3", "SQLite"),
                           ("threading.py", "threading (locks, conditions)"),

@@ -2,7 +2,7 @@
 but with the size of its RPC thread pool chosen by the benchmark.
 
 `choo-ref daemon` has no option for the pool size (DEFAULT_MAX_WORKERS in
-reference_server/daemon.py). Where each open WatchJob holds one of the pool's
+choo_reference/daemon.py). Where each open WatchJob holds one of the pool's
 threads, a thousand watchers need a pool of more than a thousand; the
 benchmark checks `choo-ref daemon` itself first and only falls back to this
 when its pool cannot take the watchers of the figures.
@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from reference_server.daemon import DEFAULT_MAX_WORKERS, serve
+from choo_reference.daemon import DEFAULT_MAX_WORKERS, serve
 
 
 def main(argv: list[str] | None = None) -> int:

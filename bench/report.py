@@ -48,7 +48,7 @@ def machine_line(facts: dict) -> str:
             f"protobuf {facts['protobuf']}, load average at start "
             f"{' '.join(map(str, facts['load_average']))}"
             + (", PYTHONDONTWRITEBYTECODE set" if facts["PYTHONDONTWRITEBYTECODE"] else "")
-            + (f"; reference_server at {facts['commit']}" if facts.get("commit") else "")
+            + (f"; choo_reference at {facts['commit']}" if facts.get("commit") else "")
             + (" with uncommitted changes to "
                + ", ".join(facts["reference_server_uncommitted"])
                if facts.get("reference_server_uncommitted") else ""))

@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from reference_server.daemon import DEFAULT_MAX_WORKERS
-from reference_server.job_store import DEFAULT_EVENT_WINDOW
+from choo_reference.daemon import DEFAULT_MAX_WORKERS
+from choo_reference.job_store import DEFAULT_EVENT_WINDOW
 
 from . import plots, report, scenarios
 from .processes import ROOT, Processes
@@ -297,7 +297,7 @@ def rows(plan: Plan, results: dict) -> list[Row]:
         "" if shipped_ok else
         f"Health ended {pc['health']} after {pc['health_ms']:,.0f} ms with "
         f"{pc['threads']} threads in the daemon: the open watches hold its RPC pool "
-        f"(reference_server/daemon.py DEFAULT_MAX_WORKERS = {DEFAULT_MAX_WORKERS}), and every "
+        f"(choo_reference/daemon.py DEFAULT_MAX_WORKERS = {DEFAULT_MAX_WORKERS}), and every "
         "later call queues behind them, Shutdown and the control calls included. The other "
         f"rows ran the same daemon with a pool of {plan.max_workers}",
         shown="" if pc["health"] == "OK" else f"> {pc['health_ms']:,.0f} ms ({pc['health']})",
@@ -331,14 +331,14 @@ def notes(plan: Plan, results: dict) -> list[str]:
 
 
 def _source() -> dict:
-    """Which reference_server the run measured (read-only git queries)."""
+    """Which choo_reference the run measured (read-only git queries)."""
     def git(*args: str) -> str:
         try:
             return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
                                   timeout=10).stdout.rstrip("\n")
         except (OSError, subprocess.SubprocessError):
             return ""
-    changed = git("status", "--porcelain", "--", "reference_server")
+    changed = git("status", "--porcelain", "--", "choo_reference")
     return {"commit": git("rev-parse", "--short", "HEAD"),
             "reference_server_uncommitted": [line[3:] for line in changed.splitlines()]}
 

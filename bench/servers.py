@@ -46,7 +46,7 @@ class Server:
             self.proc = procs.python("bench.reference_daemon", "--socket", self.socket,
                                      "--db", db, "--max-workers", str(max_workers), log=log)
         else:
-            self.proc = procs.python("reference_server.cli", "daemon", "--socket", self.socket,
+            self.proc = procs.python("choo_reference.cli", "daemon", "--socket", self.socket,
                                      "--db", db, "--conformance-control", log=log)
         self.channel = grpc.insecure_channel(f"unix://{self.socket}")
         self.control = control_pb2_grpc.ConformanceControlStub(self.channel)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from reference_server.job_store import JobStore
+from choo_reference.job_store import JobStore
 
 
 class _FeedWrapper:

@@ -10,10 +10,10 @@ import dataclasses
 
 import grpc
 
-from reference_server.jobs import JobNotFound, RUNNING, is_terminal
-from reference_server.servicer import DaemonServicer
-from reference_server.shutdown import ShutdownSignal
-from reference_server.watch import watch_job
+from choo_reference.jobs import JobNotFound, RUNNING, is_terminal
+from choo_reference.servicer import DaemonServicer
+from choo_reference.shutdown import ShutdownSignal
+from choo_reference.watch import watch_job
 
 
 class _JobsWrapper:

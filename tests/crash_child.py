@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from reference_server.job_store import JobStore
+from choo_reference.job_store import JobStore
 
 BATCH = 7
 

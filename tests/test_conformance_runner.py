@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-CHOO_REF = [sys.executable, "-m", "reference_server.cli"]
-REFERENCE_DAEMON = (f"{sys.executable} -m reference_server.cli daemon "
+CHOO_CONFORMANCE = [sys.executable, "-m", "choo_conformance.cli"]
+REFERENCE_DAEMON = (f"{sys.executable} -m choo_reference.cli daemon "
                     "--socket {socket} --db {db} --conformance-control")
 
 
 def conformance(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*CHOO_REF, "conformance", *args], cwd=ROOT,
+    return subprocess.run([*CHOO_CONFORMANCE, *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
 
 
@@ -44,7 +44,7 @@ def test_a_known_failing_rule_that_passes_is_flagged(tmp_path):
 def test_failures_name_the_rule_and_what_differed(tmp_path):
     run = subprocess.run(
         [sys.executable, "-c",
-         "import sys; from steps import runner; from pathlib import Path;"
+         "import sys; from choo_conformance import runner; from pathlib import Path;"
          "sys.exit(runner.run(Path(sys.argv[1]), rules=['W8']))", str(tmp_path)],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
         env={**__import__("os").environ, "PYTEST_ADDOPTS":

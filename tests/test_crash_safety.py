@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from pipe_lines import PipeLines
 
-from reference_server.job_store import INTERRUPTED_ERROR, JobStore
+from choo_reference.job_store import INTERRUPTED_ERROR, JobStore
 
 CHILD = Path(__file__).with_name("crash_child.py")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent

@@ -30,14 +30,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from choo.v1 import daemon_pb2, daemon_pb2_grpc
-from reference_server import __version__
-from reference_server.client import open_channel
-from reference_server.job_store import JobStore
+from choo_reference import __version__
+from choo_reference.client import open_channel
+from choo_reference.job_store import JobStore
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
-CLI = [sys.executable, "-m", "reference_server.cli"]
+CLI = [sys.executable, "-m", "choo_reference.cli"]
 STARTUP_S = 20.0
 DEADLINE_S = 20.0
 _RECHECK_S = 0.01

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from steps.cucumber import read_results
+from choo_conformance.cucumber import read_results
 
 pytestmark = pytest.mark.slow
 
@@ -54,12 +54,12 @@ EXPECTED_FAILING = {
 # Implemented correctly; the suite must say so.
 MUST_PASS = {"W1", "W3", "W4", "W5", "W6", "W7", "W9", "W10", "W12", "W13", "W14"}
 
-LIFECYCLE = ["steps/test_job_lifecycle.py", "steps/test_daemon_lifecycle.py"]
+LIFECYCLE = ["steps/choo_conformance/scenarios/test_job_lifecycle.py", "steps/choo_conformance/scenarios/test_daemon_lifecycle.py"]
 SHARDS = {
     "job_lifecycle": [LIFECYCLE[0]],
     "daemon_lifecycle": [LIFECYCLE[1]],
     # Everything else, so a new feature file is never left out.
-    "rest": ["steps", *(f"--ignore={path}" for path in LIFECYCLE)],
+    "rest": ["steps/choo_conformance/scenarios", *(f"--ignore={path}" for path in LIFECYCLE)],
 }
 
 
@@ -151,6 +151,6 @@ def test_the_suite_fails_exactly_the_rules_the_foreign_daemon_breaks(tmp_path):
 
 
 def test_the_shipped_known_failing_list_matches():
-    from steps.runner import read_known_failing
+    from choo_conformance.runner import read_known_failing
 
     assert read_known_failing(str(SERVER.parent / "known-failing.txt")) == set(EXPECTED_FAILING)

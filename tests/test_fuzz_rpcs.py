@@ -10,9 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from choo.v1 import daemon_pb2, daemon_pb2_grpc
-from steps.in_process import InProcessDaemon
-from steps.remote import DaemonProcess
-from steps.lifecycle_steps import CONTRACT_CODES
+from choo_conformance.in_process import InProcessDaemon
+from choo_conformance.remote import DaemonProcess
+from choo_conformance.lifecycle_steps import CONTRACT_CODES
 
 INT32 = st.integers(min_value=-(2**31), max_value=2**31 - 1)
 # Text that stresses paths and encoders: control characters, surrogate-free
@@ -86,7 +86,7 @@ def test_health_still_answers_after_the_fuzzing(daemon):
 
 # -- the same over a real socket, against the daemon process -------------------
 
-REFERENCE_DAEMON = (f"{sys.executable} -m reference_server.cli daemon "
+REFERENCE_DAEMON = (f"{sys.executable} -m choo_reference.cli daemon "
                     "--socket {socket} --db {db}")
 
 

@@ -18,9 +18,9 @@ import time
 
 import pytest
 
-from reference_server.jobs import UnitState
-from reference_server.job_runner import KILLED_BY_STOP, OUTPUT_TAIL_BYTES, JobRun
-from reference_server.task_plan import Plan, load_plan
+from choo_reference.jobs import UnitState
+from choo_reference.job_runner import KILLED_BY_STOP, OUTPUT_TAIL_BYTES, JobRun
+from choo_reference.task_plan import Plan, load_plan
 
 EXAMPLE = pathlib.Path(__file__).resolve().parent.parent / "examples" / "hello-tasks"
 FINAL_EVENTS = {"orch.completed", "orch.failed", "orch.cancelled"}

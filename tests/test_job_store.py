@@ -10,13 +10,13 @@ import threading
 
 import pytest
 
-from reference_server.job_store import (
+from choo_reference.job_store import (
     INTERRUPTED_ERROR,
     JobExists,
     JobStore,
     JobTerminal,
 )
-from reference_server.jobs import Event, JobNotFound, UnitState
+from choo_reference.jobs import Event, JobNotFound, UnitState
 
 T0 = 1_700_000_000_000_000_000
 DEADLINE_S = 10.0

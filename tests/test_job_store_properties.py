@@ -20,8 +20,8 @@ from hypothesis.stateful import (
     rule,
 )
 
-from reference_server.job_store import JobStore, JobTerminal
-from reference_server.jobs import Event
+from choo_reference.job_store import JobStore, JobTerminal
+from choo_reference.jobs import Event
 
 SETTINGS = settings(
     max_examples=150,

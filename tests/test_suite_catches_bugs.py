@@ -12,7 +12,7 @@ import pytest
 
 import broken_job_managers
 import broken_servicers
-from steps.cucumber import read_results
+from choo_conformance.cucumber import read_results
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,7 +36,7 @@ def run_suite(tmp_path: Path, factory: str, feature_test: str,
 
 
 def test_reference_servicer_passes_every_watch_job_rule(tmp_path):
-    results = run_suite(tmp_path, "steps.in_process:default_servicer", "steps/test_watch_job.py")
+    results = run_suite(tmp_path, "choo_conformance.in_process:default_servicer", "steps/choo_conformance/scenarios/test_watch_job.py")
     assert results == {f"W{n}": "passed" for n in range(1, 9)}
 
 
@@ -45,7 +45,7 @@ def test_each_broken_servicer_turns_its_rule_red(tmp_path):
     names = sorted(broken_servicers.EXPECTED)
     with ThreadPoolExecutor(max_workers=2) as pool:
         outcomes = dict(zip(names, pool.map(
-            lambda name: run_suite(tmp_path, f"tests.broken_servicers:{name}", "steps/test_watch_job.py"),
+            lambda name: run_suite(tmp_path, f"tests.broken_servicers:{name}", "steps/choo_conformance/scenarios/test_watch_job.py"),
             names,
         )))
     failed = {name: {rule for rule, status in results.items() if status == "failed"}
@@ -65,7 +65,7 @@ def test_each_broken_job_manager_is_caught(tmp_path):
     with ThreadPoolExecutor(max_workers=2) as pool:
         outcomes = dict(zip(names, pool.map(
             lambda name: run_suite(tmp_path, f"tests.broken_job_managers:{name}",
-                                   "steps/test_event_stream.py", option="--job-manager"),
+                                   "steps/choo_conformance/scenarios/test_event_stream.py", option="--job-manager"),
             names,
         )))
     failed = {name: {rule for rule, status in results.items() if status == "failed"}

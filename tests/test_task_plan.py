@@ -8,7 +8,7 @@ import pathlib
 
 import pytest
 
-from reference_server.task_plan import Plan, PlanError, Task, Unit, load_plan
+from choo_reference.task_plan import Plan, PlanError, Task, Unit, load_plan
 
 EXAMPLE = pathlib.Path(__file__).resolve().parent.parent / "examples" / "hello-tasks"
 
@@ -484,7 +484,7 @@ def test_folder_named_like_a_task_file_is_ignored(tmp_path):
 
 def test_unreadable_tasks_dir_simulated(tmp_path, monkeypatch):
     # Root can read anything, so also simulate the refusal.
-    from reference_server import task_plan
+    from choo_reference import task_plan
 
     root = write_tree(tmp_path / "tasks", one_unit(**{"01-a.md": task_md(1)}))
 
@@ -498,7 +498,7 @@ def test_unreadable_tasks_dir_simulated(tmp_path, monkeypatch):
 
 
 def test_unreadable_task_file_simulated(tmp_path, monkeypatch):
-    from reference_server import task_plan
+    from choo_reference import task_plan
 
     root = write_tree(tmp_path / "tasks", one_unit(**{"01-a.md": task_md(1)}))
     target = str(root / "api" / "01-a.md")

@@ -3,7 +3,7 @@
 It exists to prove that the conformance suite and its runner judge any daemon
 over a real channel, not just the reference one: a correct behaviour must pass
 and a wrong one must fail with the rule it breaks. It is written separately
-from reference_server/ and steps/ and shares no code with them; it uses only
+from choo_reference/ and steps/ and shares no code with them; it uses only
 the generated stubs and grpcio.
 
     python tests/foreign_daemon/server.py --socket PATH [--db PATH]

@@ -4,10 +4,12 @@ manager rather than the scripted double."""
 import pytest
 from pytest_bdd import scenarios
 
+from choo_conformance.plugin import FEATURES
+
 
 @pytest.fixture
 def target(daemon):
     return daemon
 
 
-scenarios("event_stream.feature")
+scenarios(FEATURES / "event_stream.feature")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import grpc
 from pytest_bdd import given, parsers, then, when
 
-from reference_server.jobs import COMPLETED, RUNNING
+from choo_reference.jobs import COMPLETED, RUNNING
 
 from .common import (
     EVENTUALLY,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
 from . import __version__
 
@@ -15,17 +14,6 @@ DEFAULT_DB = "~/.choo/daemon.db"
 # Extra seconds the client waits beyond the daemon's own shutdown timeout:
 # a forced stop of the jobs that did not finish can take up to 10 s.
 _SHUTDOWN_MARGIN_S = 30
-
-
-def _conformance(args: argparse.Namespace) -> int:
-    from steps import runner
-
-    if args.server_cmd and args.target:
-        print("error: give --server-cmd or --target, not both", file=sys.stderr)
-        return 2
-    rules = [r.strip() for r in args.rules.split(",") if r.strip()] if args.rules else None
-    return runner.run(Path(args.report), server_cmd=args.server_cmd, target=args.target,
-                      rules=rules, tags=args.tags, known_failing=args.known_failing)
 
 
 def _daemon(args: argparse.Namespace) -> int:
@@ -183,41 +171,10 @@ def _positive_float(text: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="choo-ref",
-        description="Reference daemon and conformance suite for choo's DaemonService.",
+        description="Reference daemon for choo's DaemonService, and its client commands.",
     )
     parser.add_argument("--version", action="version", version=f"choo-ref {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-
-    conformance = commands.add_parser(
-        "conformance", help="run the conformance suite and report per rule",
-        description="Run the feature files against an implementation of choo.v1.DaemonService "
-        "and report which rules of the contract it meets. With no target: in process, against "
-        "the reference servicer.",
-    )
-    conformance.add_argument(
-        "--server-cmd", metavar="COMMAND",
-        help="start the implementation under test with COMMAND for each run that needs one; "
-        "{socket} (and optionally {db}) in it stand for paths the suite chooses; it must serve "
-        "choo.conformance.v1.ConformanceControl too",
-    )
-    conformance.add_argument(
-        "--target", metavar="ADDRESS",
-        help="use a daemon already serving at ADDRESS, e.g. unix:///tmp/d.sock "
-        "(scenarios that end or restart the daemon are skipped)",
-    )
-    conformance.add_argument("--rules", metavar="IDS", help="only these rules, e.g. W1,R5")
-    conformance.add_argument("--tags", metavar="EXPR",
-                             help="only scenarios whose tags match EXPR, e.g. 'event_stream and not W15'")
-    conformance.add_argument(
-        "--known-failing", metavar="FILE",
-        help="rule ids expected to fail, one per line (# comments): reported, not failed",
-    )
-    conformance.add_argument(
-        "--report", default="conformance-report", metavar="DIR",
-        help="where summary.md, junit.xml, cucumber.json and results.json go "
-        "(default: %(default)s)",
-    )
-    conformance.set_defaults(run=_conformance)
 
     socket_option = argparse.ArgumentParser(add_help=False)
     socket_option.add_argument(

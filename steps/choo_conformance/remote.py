@@ -261,7 +261,7 @@ class RemoteDaemon:
 
 @dataclass
 class _Event:
-    """A received JobEvent, shaped like reference_server.jobs.Event."""
+    """A received JobEvent, shaped like choo_reference.jobs.Event."""
 
     sequence: int
     event_type: str

@@ -3,10 +3,12 @@
 import pytest
 from pytest_bdd import scenarios
 
+from choo_conformance.plugin import FEATURES
+
 
 @pytest.fixture
 def target(daemon):
     return daemon
 
 
-scenarios("scale.feature")
+scenarios(FEATURES / "scale.feature")

@@ -9,7 +9,7 @@ import grpc
 import pytest
 from pytest_bdd import given, parsers, then, when
 
-from reference_server.jobs import COMPLETED, RUNNING
+from choo_reference.jobs import COMPLETED, RUNNING
 
 from .common import EVENTUALLY, PROMPTLY, proto_event_fields, status_code
 from .wait import wait_until

@@ -3,10 +3,12 @@
 import pytest
 from pytest_bdd import scenarios
 
+from choo_conformance.plugin import FEATURES
+
 
 @pytest.fixture
 def target(daemon):
     return daemon
 
 
-scenarios("watch_job_daemon.feature")
+scenarios(FEATURES / "watch_job_daemon.feature")

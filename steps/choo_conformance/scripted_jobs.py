@@ -12,7 +12,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from reference_server.jobs import Event, Job, JobNotFound
+from choo_reference.jobs import Event, Job, JobNotFound
 
 
 class Script:

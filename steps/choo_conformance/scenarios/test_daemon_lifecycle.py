@@ -4,10 +4,12 @@ manager."""
 import pytest
 from pytest_bdd import scenarios
 
+from choo_conformance.plugin import FEATURES
+
 
 @pytest.fixture
 def target(daemon):
     return daemon
 
 
-scenarios("daemon_lifecycle.feature")
+scenarios(FEATURES / "daemon_lifecycle.feature")

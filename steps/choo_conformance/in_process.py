@@ -21,8 +21,8 @@ import grpc
 import grpc_testing
 
 from choo.v1 import daemon_pb2
-from reference_server.servicer import DaemonServicer
-from reference_server.shutdown import ShutdownSignal
+from choo_reference.servicer import DaemonServicer
+from choo_reference.shutdown import ShutdownSignal
 
 from .stream import OK, ReceivedStream, Status
 
@@ -270,7 +270,7 @@ class InProcessDaemon(InProcessTarget):
 
     def __init__(self, db_path, servicer_factory: ServicerFactory = default_servicer,
                  job_manager_factory=None) -> None:
-        from reference_server.orchestrator import Orchestrator
+        from choo_reference.orchestrator import Orchestrator
 
         self.db_path = db_path
         self._job_manager_factory = job_manager_factory or default_job_manager
@@ -319,6 +319,6 @@ class InProcessDaemon(InProcessTarget):
 
 
 def default_job_manager(db_path):
-    from reference_server.job_store import JobStore
+    from choo_reference.job_store import JobStore
 
     return JobStore(db_path)

@@ -6,7 +6,7 @@ import grpc
 from pytest_bdd import given, parsers, then, when
 
 from choo.v1 import daemon_pb2
-from reference_server import __version__
+from choo_reference import __version__
 
 from .common import EVENTUALLY, PROMPTLY, status_code
 from .wait import wait_until

@@ -176,12 +176,12 @@ def _load_control() -> Callable | None:
     except ModuleNotFoundError as exc:
         if exc.name != f"{__package__}.control":
             raise
-        _error("--conformance-control needs the module reference_server.control, "
+        _error("--conformance-control needs the module choo_reference.control, "
                "which this installation does not have")
         return None
     add = getattr(control, "add_control_service", None)
     if not callable(add):
-        _error("reference_server.control has no add_control_service(server, orchestrator)")
+        _error("choo_reference.control has no add_control_service(server, orchestrator)")
         return None
     return add
 

@@ -8,7 +8,7 @@ import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from reference_server.jobs import Event
+from choo_reference.jobs import Event
 
 from .in_process import InProcessDaemon, InProcessTarget, default_servicer
 from .scripted_jobs import ScriptedJobManager

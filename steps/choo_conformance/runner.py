@@ -23,7 +23,7 @@ from pathlib import Path
 
 from .rules import RULES, is_rule
 
-ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = Path(__file__).resolve().parent
 
 
 @dataclass
@@ -131,9 +131,10 @@ def _closing_line(results: list[RuleResult]) -> str:
 def pytest_command(report_dir: Path, *, server_cmd=None, target=None, rules=None, tags=None,
                    extra=()) -> list[str]:
     command = [
-        sys.executable, "-m", "pytest", str(ROOT / "steps"), "-q", "-p", "no:cacheprovider",
-        "-p", "steps.results_plugin", f"--results-json={report_dir / 'results.json'}",
-        f"--rootdir={ROOT}", f"--cucumberjson={report_dir / 'cucumber.json'}",
+        sys.executable, "-m", "pytest", str(PACKAGE / "scenarios"), "-q", "-p", "no:cacheprovider",
+        "-p", "choo_conformance.plugin",
+        "-p", "choo_conformance.results_plugin", f"--results-json={report_dir / 'results.json'}",
+        f"--rootdir={PACKAGE}", f"--cucumberjson={report_dir / 'cucumber.json'}",
         f"--junitxml={report_dir / 'junit.xml'}",
     ]
     if server_cmd:
@@ -169,7 +170,7 @@ def run(report_dir: Path, *, server_cmd: str | None = None, target: str | None =
     results_path.unlink(missing_ok=True)
     proc = subprocess.run(
         pytest_command(report_dir, server_cmd=server_cmd, target=target, rules=rules, tags=tags),
-        cwd=ROOT, capture_output=True, text=True,
+        capture_output=True, text=True,
     )
     (report_dir / "pytest.log").write_text(proc.stdout + proc.stderr)
     if not results_path.exists():
