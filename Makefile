@@ -46,7 +46,7 @@ repeat: $(STAMP)
 clean:
 	rm -rf $(VENV) conformance-report report.json
 
-## CONTRACT.md section 6 against the reference daemon and the plain-grpcio
+## The performance targets (docs/PERFORMANCE.md) against the reference daemon and the plain-grpcio
 ## ceiling: prints the table, writes bench/results/ (docs/PERFORMANCE.md).
 bench: $(STAMP)
 	$(PY) -c 'import matplotlib' 2>/dev/null || $(PY) -m pip install --quiet -e '.[bench]'

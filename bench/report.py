@@ -1,4 +1,4 @@
-"""The results table of CONTRACT.md section 6 (figure, measured, ceiling,
+"""The results table of the performance targets (figure, measured, ceiling,
 ratio, target, met?), the machine facts printed with it, and the closing note
 that names each missed figure, by how much, and what limits it."""
 

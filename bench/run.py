@@ -1,4 +1,4 @@
-"""`make bench`: every figure of CONTRACT.md section 6, measured against the
+"""`make bench`: every performance target (docs/PERFORMANCE.md), measured against the
 reference daemon and, in the same run, against the plain-grpcio ceiling.
 
     python -m bench.run            # the full run (under 10 minutes on 2 cores)

@@ -1,130 +1,159 @@
-@event_stream
+@event_stream @control
 Feature: A job's event stream: numbering, replay, live hand-over, durability
-  The reference daemon records every event of a job in a durable log. A watch
-  replays the log from the sequence it asks for and then follows the job live,
-  until the job's last event. These scenarios run against the real job
-  manager: steps create jobs, record events and finish jobs through it.
+  The daemon records every event of a job in a durable log. A watch replays
+  the log from the sequence it asks for and then follows the job live, until
+  the job's last event. Jobs and their events are set up through the
+  conformance control service, recorded exactly as a job's own events are.
 
   Background:
     Given the daemon keeps its events in a fresh database
 
   @W9
-  Scenario: Sequences start at 1, are contiguous, and replay returns them unchanged
-    Given a running job "job-9" that has recorded 5 events
-    When a client watches job "job-9" from sequence 1
-    And the job "job-9" records 3 more events and completes
-    Then the client receives sequences 1-8 and the watch ends OK
-    When a second client watches job "job-9" from sequence 1
-    Then the second client receives exactly the events the first client received, every field identical
+  Rule: W9 Sequences start at 1, are contiguous, and are never renumbered
+
+    Scenario: Sequences start at 1, are contiguous, and replay returns them unchanged
+      Given a running job "job-9" that has recorded 5 events
+      When a client watches job "job-9" from sequence 1
+      And the job "job-9" records 3 more events and completes
+      Then the client receives sequences 1-8 and the watch ends OK
+      When a second client watches job "job-9" from sequence 1
+      Then the second client receives exactly the events the first client received, every field identical
 
   @W10
-  Scenario Outline: from_sequence is inclusive; 0 and 1 both start at the first event
-    Given a running job "job-10" that has recorded 5 events
-    When a client watches job "job-10" from sequence <from>
-    And the job "job-10" records 1 more event and completes
-    Then the client receives sequences <expected> and the watch ends OK
+  Rule: W10 from_sequence is inclusive
 
-    Examples:
-      | from | expected |
-      | 0    | 1-6      |
-      | 1    | 1-6      |
-      | 3    | 3-6      |
-      | 5    | 5-6      |
-      | 6    | 6-6      |
-      | 9    | none     |
+    Scenario Outline: from_sequence is inclusive; 0 and 1 both start at the first event
+      Given a running job "job-10" that has recorded 5 events
+      When a client watches job "job-10" from sequence <from>
+      And the job "job-10" records 1 more event and completes
+      Then the client receives sequences <expected> and the watch ends OK
 
-  @W10
-  Scenario: A client that saw N resumes from N+1 and gets exactly the rest
-    Given a running job "job-resume" that has recorded 4 events
-    When a client watches job "job-resume" from sequence 0
-    And the client has received 4 events
-    And the client cancels the watch
-    And the job "job-resume" records 3 more events and completes
-    And a client resumes job "job-resume" from the last sequence it saw plus 1
-    Then the client receives sequences 5-7 and the watch ends OK
+      Examples:
+        | from | expected |
+        | 0    | 1-6      |
+        | 1    | 1-6      |
+        | 3    | 3-6      |
+        | 5    | 5-6      |
+        | 6    | 6-6      |
+        | 9    | none     |
+
+    Scenario: A client that saw N resumes from N+1 and gets exactly the rest
+      Given a running job "job-resume" that has recorded 4 events
+      When a client watches job "job-resume" from sequence 0
+      And the client has received 4 events
+      And the client cancels the watch
+      And the job "job-resume" records 3 more events and completes
+      And a client resumes job "job-resume" from the last sequence it saw plus 1
+      Then the client receives sequences 5-7 and the watch ends OK
 
   @W11
-  Scenario: A negative from_sequence is INVALID_ARGUMENT
-    Given a running job "job-11" that has recorded 2 events
-    When a client watches job "job-11" from sequence -1
-    Then the watch ends with status INVALID_ARGUMENT and details mentioning "from_sequence"
-    And the client received no events
+  Rule: W11 A negative from_sequence is INVALID_ARGUMENT
+
+    Scenario: A negative from_sequence is INVALID_ARGUMENT
+      Given a running job "job-11" that has recorded 2 events
+      When a client watches job "job-11" from sequence -1
+      Then the watch ends with status INVALID_ARGUMENT and details mentioning "from_sequence"
+      And the client received no events
 
   @W12
-  Scenario Outline: A finished job replays its recorded events from the sequence asked for
-    Given a completed job "job-12" that recorded 4 events
-    When a client watches job "job-12" from sequence <from>
-    Then the client receives sequences <expected> and the watch ends OK
-    And every event the client received carries the type, unit and payload it was recorded with
+  Rule: W12 A terminal job replays from from_sequence, then ends OK
 
-    Examples:
-      | from | expected |
-      | 1    | 1-4      |
-      | 3    | 3-4      |
-      | 4    | 4-4      |
-      | 5    | none     |
-      | 50   | none     |
+    Scenario Outline: A finished job replays its recorded events from the sequence asked for
+      Given a completed job "job-12" that recorded 4 events
+      When a client watches job "job-12" from sequence <from>
+      Then the client receives sequences <expected> and the watch ends OK
+      And every event the client received carries the type, unit, payload and timestamp it was recorded with
+
+      Examples:
+        | from | expected |
+        | 1    | 1-4      |
+        | 3    | 3-4      |
+        | 4    | 4-4      |
+        | 5    | none     |
+        | 50   | none     |
 
   @W13
-  Scenario: Replay hands over to live delivery with no gap and no duplicate
-    Given a running job "job-13" that has recorded 200 events
-    When a client watches job "job-13" from sequence 0
-    And the client has received 200 events
-    And the job "job-13" records 100 more events, one at a time
-    And the job "job-13" starts recording 200 more events, one at a time
-    And a second client watches job "job-13" from sequence 0
-    And the job "job-13" has recorded all of them and completes
-    Then the client receives sequences 1-500 and the watch ends OK
-    And the second client receives sequences 1-500 and the watch ends OK
+  Rule: W13 Replay hands over to live with no gap or duplicate
+
+    Scenario: Replay hands over to live delivery with no gap and no duplicate
+      Given a running job "job-13" that has recorded 200 events
+      When a client watches job "job-13" from sequence 0
+      And the client has received 200 events
+      And the job "job-13" records 100 more events, one at a time
+      And the job "job-13" starts recording 200 more events, one at a time
+      And a second client watches job "job-13" from sequence 0
+      And the job "job-13" has recorded all of them and completes
+      Then the client receives sequences 1-500 and the watch ends OK
+      And the second client receives sequences 1-500 and the watch ends OK
 
   @W14
-  Scenario: A watcher of a running job gets everything up to the last event, then OK
-    Given a running job "job-14" that has recorded 0 events
-    When a client watches job "job-14" from sequence 0
-    And the job "job-14" records 50 more events in batches of 7 and completes
-    Then the client receives sequences 1-50 and the watch ends OK
+  Rule: W14 A watcher gets every event up to the job's last, then OK
+
+    Scenario: A watcher of a running job gets everything up to the last event, then OK
+      Given a running job "job-14" that has recorded 0 events
+      When a client watches job "job-14" from sequence 0
+      And the job "job-14" records 50 more events in batches of 7 and completes
+      Then the client receives sequences 1-50 and the watch ends OK
 
   @W15
-  Scenario: A stalled watcher blocks neither the job nor the other watchers
-    Given a running job "job-15" that has recorded 1 events
-    When client "stalled" watches job "job-15" from sequence 0
-    And client "live" watches job "job-15" from sequence 0
-    And client "stalled" has received at least 1 events
-    And the transport of client "stalled" stops accepting messages
-    And the job "job-15" records 10000 more events in batches of 100 and completes
-    Then client "live" receives sequences 1-10001 and its watch ends OK
-    And client "stalled" has received at most 2 events
-    When the transport of client "stalled" accepts messages again
-    Then client "stalled" receives sequences 1-10001 and its watch ends OK
+  Rule: W15 A slow or stalled watcher blocks nothing and costs bounded memory
+
+    Scenario: A stalled watcher blocks neither the job nor the other watchers
+      Given a running job "job-15" that has recorded 1 events
+      When client "stalled" watches job "job-15" from sequence 0
+      And client "live" watches job "job-15" from sequence 0
+      And client "stalled" has received at least 1 events
+      And the transport of client "stalled" stops accepting messages
+      And the job "job-15" records 10000 more events in batches of 100 and completes
+      Then client "live" receives sequences 1-10001 and its watch ends OK
+      And client "stalled" has received at most 2 events
+      When the transport of client "stalled" accepts messages again
+      Then client "stalled" receives sequences 1-10001 and its watch ends OK
 
   @W16
-  Scenario: Many watchers of one job each see the identical sequence
-    Given a running job "job-16" that has recorded 10 events
-    When 20 clients watch job "job-16" from sequence 0
-    And the job "job-16" records 300 more events in batches of 3 and completes
-    Then every one of the 20 clients receives sequences 1-310, identical in every field, and ends OK
+  Rule: W16 Many watchers see the identical sequence
 
-  @W17 @restarts_daemon
-  Scenario: Events survive a daemon restart unchanged
-    Given a completed job "job-17" that recorded 6 events
-    And a client has watched job "job-17" from sequence 1 to the end
-    When the daemon crashes and restarts on the same database
-    And a second client watches job "job-17" from sequence 1
-    Then the second client receives exactly the events the first client received, every field identical
-    And every event the second client received carries the type, unit and payload it was recorded with
+    Scenario: Many watchers of one job each see the identical sequence
+      Given a running job "job-16" that has recorded 10 events
+      When 20 clients watch job "job-16" from sequence 0
+      And the job "job-16" records 300 more events in batches of 3 and completes
+      Then every one of the 20 clients receives sequences 1-310, identical in every field, and ends OK
 
-  @W17 @restarts_daemon
-  Scenario: A job that was running when the daemon died comes back failed, history intact
-    Given a running job "job-17b" that has recorded 3 events
-    When the daemon crashes and restarts on the same database
-    And a client watches job "job-17b" from sequence 1
-    Then the client receives sequences 1-3 and the watch ends OK
-    And the job "job-17b" is failed with the error "daemon stopped while the job was running"
+  @W17
+  Rule: W17 Events survive a daemon restart unchanged
 
-  @W18 @ends_daemon
-  Scenario: A new watch during shutdown is refused UNAVAILABLE
-    Given a running job "job-18" that has recorded 2 events
-    And the daemon is shutting down, waiting for a running job
-    When a client watches job "job-18" from sequence 0
-    Then the watch ends with status UNAVAILABLE and details "daemon is shutting down"
-    And the client received no events
+    @restarts_daemon
+    Scenario: Events survive a daemon restart unchanged
+      Given a completed job "job-17" that recorded 6 events
+      And a client has watched job "job-17" from sequence 1 to the end
+      When the daemon crashes and restarts on the same database
+      And a second client watches job "job-17" from sequence 1
+      Then the second client receives exactly the events the first client received, every field identical
+      And every event the second client received carries the type, unit, payload and timestamp it was recorded with
+
+    @restarts_daemon
+    Scenario: A running job's history survives a restart
+      Given a running job "job-17b" that has recorded 3 events
+      And a client has received the first 3 events of job "job-17b"
+      When the daemon crashes and restarts on the same database
+      And a second client watches job "job-17b" from sequence 1
+      Then the second client's first 3 events are exactly those the first client received, every field identical
+
+    @restarts_daemon @reference
+    Scenario: A job that was running when the daemon died comes back failed, history intact
+      Given a running job "job-17c" that has recorded 3 events
+      When the daemon crashes and restarts on the same database
+      And a client watches job "job-17c" from sequence 1
+      Then the client receives sequences 1-3 and the watch ends OK
+      And the job "job-17c" is failed with the error "daemon stopped while the job was running"
+
+  @W18
+  Rule: W18 A new watch during shutdown is UNAVAILABLE
+
+    @ends_daemon
+    Scenario: A new watch during shutdown is refused UNAVAILABLE
+      Given a running job "job-18" that has recorded 2 events
+      And the daemon is shutting down, waiting for a running job
+      When a client watches job "job-18" from sequence 0
+      Then the watch ends with status UNAVAILABLE and details "daemon is shutting down"
+      And the client received no events

@@ -2,8 +2,10 @@
 Feature: Starting, stopping, inspecting and listing jobs
   StartJob runs a tasks folder in choo's layout: unit folders with an
   IMPLEMENTATION_PLAN.md and numbered task files, each task naming a
-  backpressure command that must pass. The other RPCs stop a job, report its
-  state, and list jobs.
+  backpressure command that must pass. The commands here are the suite's
+  levers: each notes when it starts and when it ends, and "wait for the
+  release" holds until the scenario lets it go. The other RPCs stop a job,
+  report its state, and list jobs.
 
   Background:
     Given the daemon keeps its events in a fresh database
@@ -16,114 +18,129 @@ Feature: Starting, stopping, inspecting and listing jobs
       | setup |            | echo boom; exit 3 |
       | build | setup      | true              |
     And a tasks folder "waiting" whose units are:
-      | unit | depends_on | commands                     |
-      | slow |            | wait for the release; true   |
+      | unit | depends_on | commands                   |
+      | slow |            | wait for the release; true |
 
   @R1
-  Scenario Outline: StartJob names the first required field that is missing
-    When a client starts a job with tasks_dir "<tasks_dir>", target_branch "<target_branch>" and repo_path "<repo_path>"
-    Then the call fails with status INVALID_ARGUMENT and details "<details>"
+  Rule: R1 StartJob validates its request
 
-    Examples:
-      | tasks_dir | target_branch | repo_path | details                   |
-      |           |               |           | tasks_dir is required     |
-      | passing   |               |           | target_branch is required |
-      | passing   | main          |           | repo_path is required     |
+    Scenario Outline: StartJob names the first required field that is missing
+      When a client starts a job with tasks_dir "<tasks_dir>", target_branch "<target_branch>" and repo_path "<repo_path>"
+      Then the call fails with status INVALID_ARGUMENT and details "<details>"
 
-  @R1
-  Scenario: StartJob refuses a negative parallelism
-    When a client starts a job on "passing" with parallelism -1
-    Then the call fails with status INVALID_ARGUMENT and details mentioning "parallelism"
+      Examples:
+        | tasks_dir | target_branch | repo_path | details                   |
+        |           |               |           | tasks_dir is required     |
+        | passing   |               |           | target_branch is required |
+        | passing   | main          |           | repo_path is required     |
 
-  @R1
-  Scenario: StartJob refuses a tasks folder it cannot parse, naming the file
-    Given a tasks folder "broken" whose task file "setup/01-first.md" has no backpressure command
-    When a client starts a job on "broken"
-    Then the call fails with status INVALID_ARGUMENT and details mentioning "01-first.md"
+    Scenario: StartJob refuses a negative parallelism
+      When a client starts a job on "passing" with parallelism -1
+      Then the call fails with status INVALID_ARGUMENT and details mentioning "parallelism"
+
+    @reference
+    Scenario: The reference daemon refuses a tasks folder it cannot parse, naming the file
+      Given a tasks folder "broken" whose task file "setup/01-step.md" has no backpressure command
+      When a client starts a job on "broken"
+      Then the call fails with status INVALID_ARGUMENT and details mentioning "01-step.md"
 
   @R3
-  Scenario: StartJob returns a new job, visible at once
-    When a client starts a job on "waiting"
-    Then the call answers status "running" and a job id
-    And GetJobStatus of that job answers status "running"
-    And ListJobs lists that job
-    When a client starts another job on "waiting"
-    Then the two job ids differ
+  Rule: R3 StartJob returns a new job, visible at once
+
+    Scenario: StartJob returns a new job, visible at once
+      When a client starts a job on "waiting"
+      Then the call answers status "running" and a job id
+      And GetJobStatus of that job answers status "running"
+      And ListJobs lists that job
+      When a client starts another job on "waiting"
+      Then the two job ids differ
 
   @R4
-  Scenario: StartJob on a busy feature branch attaches to the same work
-    When a client starts a job on "waiting" for feature branch "feat/x"
-    And a client starts a job on "waiting" for feature branch "feat/x"
-    Then the second call answers the first job's id with status "attached"
+  Rule: R4 StartJob on a busy feature branch attaches or refuses
 
-  @R4
-  Scenario: StartJob on a busy feature branch with other work is refused
-    When a client starts a job on "waiting" for feature branch "feat/x"
-    And a client starts a job on "waiting" for feature branch "feat/x" with target_branch "release"
-    Then the call fails with status FAILED_PRECONDITION and details mentioning "target_branch"
+    Scenario: StartJob on a busy feature branch attaches to the same work
+      When a client starts a job on "waiting" for feature branch "feat/x"
+      And a client starts a job on "waiting" for feature branch "feat/x"
+      Then the second call answers the first job's id with status "attached"
 
-  @R5
-  Scenario Outline: StopJob refuses what it cannot stop
-    Given a job that has completed
-    When a client stops job "<job>"
-    Then the call fails with status <code> and details "<details>"
-
-    Examples:
-      | job           | code                | details                           |
-      |               | INVALID_ARGUMENT    | job_id is required                |
-      | no-such-job   | NOT_FOUND           | job not found: no-such-job        |
-      | the completed | FAILED_PRECONDITION | job already stopped: completed    |
+    Scenario: StartJob on a busy feature branch with other work is refused
+      When a client starts a job on "waiting" for feature branch "feat/x"
+      And a client starts a job on "waiting" for feature branch "feat/x" with target_branch "release"
+      Then the call fails with status FAILED_PRECONDITION and details mentioning "target_branch"
 
   @R5
-  Scenario: A graceful stop lets the running command finish and starts nothing new
-    When a client starts a job on "waiting"
-    And the job's first command is running
-    And a client stops the job gracefully
-    Then the call answers success with message "job stopped gracefully"
-    When the running command is released
-    Then the job ends "cancelled"
-    And the job recorded no "task.started" event for task 2
+  Rule: R5 StopJob refuses what it cannot stop, and stops gracefully or by force
 
-  @R5
-  Scenario: A forced stop kills the running command now
-    When a client starts a job on "waiting"
-    And the job's first command is running
-    And a client stops the job by force
-    Then the call answers success with message "job force killed"
-    And the job ends "cancelled"
+    Scenario Outline: StopJob refuses what it cannot stop
+      Given a job that has completed
+      When a client stops job "<job>"
+      Then the call fails with status <code> and details <details>
+
+      Examples:
+        | job           | code                | details                                  |
+        |               | INVALID_ARGUMENT    | "job_id is required"                     |
+        | no-such-job   | NOT_FOUND           | naming "no-such-job"                     |
+        | the completed | FAILED_PRECONDITION | "job already stopped: completed"         |
+
+    Scenario: A graceful stop lets the running command finish and starts nothing new
+      When a client starts a job on "waiting"
+      And the job's first command is running
+      And a client stops the job gracefully
+      Then the call answers success with message "job stopped gracefully"
+      When the running command is released
+      Then the job ends "cancelled"
+      And the command "slow" task 1 ran to its end
+      And the command "slow" task 2 never started
+
+    Scenario: A forced stop kills the running command now
+      When a client starts a job on "waiting"
+      And the job's first command is running
+      And a client stops the job by force
+      Then the call answers success with message "job force killed"
+      And the command "slow" task 1 is no longer running
+      And the job ends "cancelled"
+      And the command "slow" task 2 never started
 
   @R6
-  Scenario: GetJobStatus reports times, errors and units
-    When a client starts a job on "failing"
-    Then the job ends "failed"
-    And GetJobStatus of that job has a completed_at and an error mentioning "setup"
-    And GetJobStatus of that job lists units "setup" failed with 1 of 2 tasks and "build" blocked with 0 of 1 tasks
+  Rule: R6 GetJobStatus reports times, errors and units
 
-  @R6
-  Scenario: A running job has no completed_at
-    When a client starts a job on "waiting"
-    Then GetJobStatus of that job has a started_at and no completed_at
+    Scenario: GetJobStatus reports times, errors and units
+      When a client starts a job on "failing"
+      Then the job ends "failed"
+      And GetJobStatus of that job has a completed_at and an error
+      And GetJobStatus of that job lists units "setup" with 1 of 2 tasks and "build" with 0 of 1 tasks
 
-  @R6
-  Scenario Outline: GetJobStatus refuses an empty or unknown job id
-    When a client asks for the status of job "<job>"
-    Then the call fails with status <code> and details "<details>"
+    @reference
+    Scenario: The reference daemon's unit statuses: failed, and blocked behind a failure
+      When a client starts a job on "failing"
+      Then the job ends "failed"
+      And GetJobStatus of that job has a completed_at and an error mentioning "setup"
+      And GetJobStatus of that job lists units "setup" failed with 1 of 2 tasks and "build" blocked with 0 of 1 tasks
 
-    Examples:
-      | job         | code             | details                    |
-      |             | INVALID_ARGUMENT | job_id is required         |
-      | no-such-job | NOT_FOUND        | job not found: no-such-job |
+    Scenario: A running job has no completed_at
+      When a client starts a job on "waiting"
+      Then GetJobStatus of that job has a started_at and no completed_at
+
+    Scenario Outline: GetJobStatus refuses an empty or unknown job id
+      When a client asks for the status of job "<job>"
+      Then the call fails with status <code> and details <details>
+
+      Examples:
+        | job         | code             | details              |
+        |             | INVALID_ARGUMENT | "job_id is required" |
+        | no-such-job | NOT_FOUND        | naming "no-such-job" |
 
   @R7
-  Scenario: ListJobs lists every job newest first, and filters by status
-    Given a job that has completed
-    And a job that has failed
-    And a job that is running
-    Then ListJobs lists the running, failed and completed jobs in that order
-    And ListJobs filtered by "completed" and "failed" lists the failed and completed jobs, not the running one
-    And ListJobs filtered by "cancelled" lists none of them
+  Rule: R7 ListJobs lists every job or a filtered few, newest first
 
-  @R7
-  Scenario: ListJobs refuses an unknown status, naming the valid ones
-    When a client lists jobs with status "finished"
-    Then the call fails with status INVALID_ARGUMENT and details mentioning "pending, running, completed, failed, cancelled"
+    Scenario: ListJobs lists every job newest first, and filters by status
+      Given a job that has completed
+      And a job that has failed
+      And a job that is running
+      Then ListJobs lists the running, failed and completed jobs in that order
+      And ListJobs filtered by "completed" and "failed" lists the failed and completed jobs, not the running one
+      And ListJobs filtered by "cancelled" lists none of them
+
+    Scenario: ListJobs refuses an unknown status, naming the valid ones
+      When a client lists jobs with status "finished"
+      Then the call fails with status INVALID_ARGUMENT and details mentioning each of "pending, running, completed, failed, cancelled"

@@ -1,13 +1,15 @@
 """Deliberately broken job managers: the reference JobStore with one classic
 event-stream bug each. features/event_stream.feature must catch every one
-(tests/test_suite_catches_bugs.py). Each is a factory(db_path) for
-`pytest --job-manager`.
+(tests/test_suite_catches_bugs.py). Each is an in-process implementation
+(choo_conformance.seam) for `--implementation tests.broken_job_managers:NAME`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from types import SimpleNamespace
 
+from choo_reference import in_process
 from choo_reference.job_store import JobStore
 
 
@@ -84,12 +86,12 @@ class _LosesPayloads(_FeedWrapper):
 
 
 def _store_with(feed_class):
-    def factory(db_path):
-        store = _BrokenStore(db_path)
+    def daemon(data_dir):
+        store = _BrokenStore(in_process.database(data_dir))
         store.feed_class = feed_class
-        return store
+        return in_process.ReferenceInstance(data_dir, store)
 
-    return factory
+    return SimpleNamespace(daemon=daemon, watch_servicer=in_process.watch_servicer)
 
 
 renumbers_on_replay = _store_with(_Renumbers)

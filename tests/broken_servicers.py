@@ -1,19 +1,33 @@
 """Deliberately broken WatchJob servicers. Each must turn at least one
 scenario of features/watch_job.feature red (tests/test_suite_catches_bugs.py).
 
-Each is a factory(jobs, shutdown) -> servicer, for `pytest --servicer`.
+Each is an in-process implementation (choo_conformance.seam): the reference
+daemon, with a broken servicer on the scripted job manager, for
+`--implementation tests.broken_servicers:NAME`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from types import SimpleNamespace
 
 import grpc
 
-from choo_reference.jobs import JobNotFound, RUNNING, is_terminal
+from choo_reference import in_process
+from choo_reference.jobs import RUNNING, is_terminal
 from choo_reference.servicer import DaemonServicer
 from choo_reference.shutdown import ShutdownSignal
 from choo_reference.watch import watch_job
+
+
+def broken(factory):
+    """factory(jobs, shutdown) -> servicer, as an implementation."""
+
+    def watch_servicer(job_manager):
+        shutdown = ShutdownSignal()
+        return factory(job_manager, shutdown), shutdown.trigger
+
+    return SimpleNamespace(daemon=in_process.daemon, watch_servicer=watch_servicer)
 
 
 class _JobsWrapper:
@@ -24,6 +38,7 @@ class _JobsWrapper:
         return getattr(self._jobs, name)
 
 
+@broken
 def accepts_empty_job_id(jobs, shutdown):
     class Servicer(DaemonServicer):
         def WatchJob(self, request, context):
@@ -34,19 +49,21 @@ def accepts_empty_job_id(jobs, shutdown):
     return Servicer(jobs, shutdown)
 
 
+@broken
 def internal_for_unknown_job(jobs, shutdown):
     class Servicer(DaemonServicer):
         def WatchJob(self, request, context):
             try:
                 if request.job_id:
                     self.jobs.get_job(request.job_id)
-            except JobNotFound:
+            except LookupError:
                 context.abort(grpc.StatusCode.INTERNAL, "lookup failed")
             return super().WatchJob(request, context)
 
     return Servicer(jobs, shutdown)
 
 
+@broken
 def drops_last_event(jobs, shutdown):
     class Servicer(DaemonServicer):
         def WatchJob(self, request, context):
@@ -59,6 +76,7 @@ def drops_last_event(jobs, shutdown):
     return Servicer(jobs, shutdown)
 
 
+@broken
 def ignores_from_sequence(jobs, shutdown):
     class Jobs(_JobsWrapper):
         def subscribe(self, job_id, from_sequence, wake):
@@ -83,6 +101,7 @@ class _DeafContext:
         return getattr(self._context, name)
 
 
+@broken
 def keeps_running_after_cancel(jobs, shutdown):
     class Servicer(DaemonServicer):
         def WatchJob(self, request, context):
@@ -91,6 +110,7 @@ def keeps_running_after_cancel(jobs, shutdown):
     return Servicer(jobs, shutdown)
 
 
+@broken
 def ignores_shutdown(jobs, shutdown):
     class Servicer(DaemonServicer):
         def WatchJob(self, request, context):
@@ -99,6 +119,7 @@ def ignores_shutdown(jobs, shutdown):
     return Servicer(jobs, shutdown)
 
 
+@broken
 def swallows_failed_send(jobs, shutdown):
     class Servicer(DaemonServicer):
         def WatchJob(self, request, context):
@@ -112,6 +133,7 @@ def swallows_failed_send(jobs, shutdown):
     return Servicer(jobs, shutdown)
 
 
+@broken
 def replays_completed_job_from_zero(jobs, shutdown):
     class Jobs(_JobsWrapper):
         def get_job(self, job_id):

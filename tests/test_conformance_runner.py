@@ -1,99 +1,201 @@
-"""`choo-ref conformance`: per-rule verdicts, the known-failing list, the
-report files, and a run over a real socket against the reference daemon."""
+"""`choo-conformance`: per-rule verdicts, every exit path, the known-failing
+and known-flaky lists, the reports, and its time limits against daemons that
+hang. Each runs the real runner in a process of its own and reads its
+results.json (tests/conformance_run.py)."""
 
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
+import xml.etree.ElementTree as ET
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from conformance_run import REFERENCE_DAEMON, ROOT, conformance
 
-ROOT = Path(__file__).resolve().parent.parent
-CHOO_CONFORMANCE = [sys.executable, "-m", "choo_conformance.cli"]
-REFERENCE_DAEMON = (f"{sys.executable} -m choo_reference.cli daemon "
-                    "--socket {socket} --db {db} --conformance-control")
-
-
-def conformance(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*CHOO_CONFORMANCE, *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+from choo_conformance.process import DaemonProcess
+from choo_conformance.wait import wait_until
 
 
-def test_selected_rules_in_process_with_report_files(tmp_path):
-    run = conformance("--rules", "W3,W11", "--report", str(tmp_path))
-    assert run.returncode == 0, run.stdout + run.stderr
-    lines = run.stdout.splitlines()
-    assert any(line.startswith("PASS  W3 ") for line in lines)
-    assert any(line.startswith("PASS  W11 ") for line in lines)
-    assert lines[-1] == "2 passed, 0 failed, 0 skipped"
-    for name in ("summary.md", "junit.xml", "cucumber.json", "results.json"):
-        assert (tmp_path / name).stat().st_size > 0, name
-    assert "| W3 |" in (tmp_path / "summary.md").read_text()
+def test_passing_rules_exit_0_with_every_report(tmp_path):
+    verdict = conformance(tmp_path, "--rules", "W3,W11,W10")
+    assert verdict.code == 0, verdict.output()
+    lines = verdict.stdout.splitlines()
+    assert any(line.startswith("PASS    W3 ") for line in lines)
+    assert any(line.startswith("PASS    W11 ") for line in lines)
+    assert lines[-1].startswith("exit code 0")
+    assert verdict.rules == {"W3": "PASS", "W10": "PASS", "W11": "PASS"}
 
-
-def test_a_known_failing_rule_that_passes_is_flagged(tmp_path):
-    known = tmp_path / "known-failing.txt"
-    known.write_text("# expected to fail\nW11  # negative from_sequence\n")
-    run = conformance("--rules", "W11", "--known-failing", str(known), "--report", str(tmp_path))
-    assert run.returncode == 1
-    assert "XPASS W11" in run.stdout and "remove it from the known-failing list" in run.stdout
-
-
-def test_failures_name_the_rule_and_what_differed(tmp_path):
-    run = subprocess.run(
-        [sys.executable, "-c",
-         "import sys; from choo_conformance import runner; from pathlib import Path;"
-         "sys.exit(runner.run(Path(sys.argv[1]), rules=['W8']))", str(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-        env={**__import__("os").environ, "PYTEST_ADDOPTS":
-             "--servicer=tests.broken_servicers:replays_completed_job_from_zero"},
-    )
-    assert run.returncode == 1, run.stdout + run.stderr
-    assert "FAIL  W8 " in run.stdout
-    records = json.loads((tmp_path / "results.json").read_text())
-    failed = [r for r in records if r["outcome"] == "failed"]
-    assert failed and all("W8" in r["tags"] for r in failed)
-    assert "W8" in (tmp_path / "summary.md").read_text()
-
-
-def test_unknown_rule_ids_are_refused(tmp_path):
-    run = conformance("--rules", "W99", "--report", str(tmp_path))
-    assert run.returncode == 2 and "W99" in run.stderr
-
-
-@pytest.mark.slow
-def test_reference_daemon_over_a_real_socket_passes_every_rule(tmp_path):
-    run = conformance("--server-cmd", REFERENCE_DAEMON, "--report", str(tmp_path))
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert run.stdout.splitlines()[-1] == "28 passed, 0 failed, 0 skipped"
     summary = (tmp_path / "summary.md").read_text()
-    assert "in process only" in summary  # the scripted rows say why they were skipped
+    # Each scenario with its feature and, for an outline row, its example values.
+    assert "| W10 | event_stream | from_sequence is inclusive; 0 and 1 both start at the first event |" \
+        " from=3, expected=3-6 | PASS" in summary
+    cases = ET.parse(tmp_path / "junit.xml").getroot().iter("testcase")
+    rules_of = {case.get("name"): [p.get("value") for p in case.iter("property") if p.get("name") == "rule"]
+                for case in cases}
+    assert rules_of["event_stream/from_sequence is inclusive; 0 and 1 both start at the first "
+                    "event[from=3, expected=3-6]"] == ["W10"]
+    scenario_ids = [s["ids"] for s in verdict.results["scenarios"]]
+    assert ["W10/event_stream/from_sequence is inclusive; 0 and 1 both start at the first "
+            "event[from=0, expected=1-6]"] in scenario_ids
 
 
-FOREIGN_DAEMON = f"{sys.executable} {ROOT / 'tests' / 'foreign_daemon' / 'server.py'} --socket {{socket}}"
-# Two of its bugs and rules it gets right: fast to run, and enough to see the
-# runner tell them apart.
-FOREIGN_RULES = "W2,W3,W8,W13,W14"
+def test_a_failing_rule_exits_1_and_names_what_differed(tmp_path):
+    verdict = conformance(tmp_path, "--rules", "W8", "--implementation",
+                          "tests.broken_servicers:replays_completed_job_from_zero")
+    assert verdict.code == 1, verdict.output()
+    assert "FAIL    W8 " in verdict.stdout
+    failed = [s for s in verdict.results["scenarios"] if s["verdict"] == "FAIL"]
+    assert failed and all(s["rules"] == ["W8"] for s in failed)
+    assert all(s["detail"] for s in failed)
+
+
+def test_a_failure_found_in_clean_up_counts_against_its_rule(tmp_path):
+    verdict = conformance(tmp_path, "--rules", "W12", "--implementation",
+                          "tests.runner_doubles:never_releases")
+    assert verdict.code == 1, verdict.output()
+    assert verdict.rules["W12"] == "FAIL"
+    details = [s["detail"] for s in verdict.results["scenarios"] if s["verdict"] == "FAIL"]
+    assert details and all(d.startswith("in clean-up:") and "open subscriptions" in d
+                           for d in details), details
+
+
+def test_known_failing_patterns(tmp_path):
+    known = tmp_path / "known-failing.txt"
+    known.write_text(
+        "# the W8 bug of this implementation\n"
+        "W8/watch_job/*   # only the scripted scenario fails in process\n"
+        "W3               # W3 passes: reported as XPASS, which fails the run\n"
+        "W99\n".replace("W99\n", "") +
+        "*/no_such_feature/*\n")
+    verdict = conformance(tmp_path / "run", "--rules", "W8,W3", "--known-failing", str(known),
+                          "--implementation", "tests.broken_servicers:replays_completed_job_from_zero")
+    assert verdict.code == 1, verdict.output()
+    assert verdict.rules == {"W8": "XFAIL", "W3": "XPASS"}
+    assert "take it off the known-failing list" in verdict.stdout
+    assert verdict.results["unmatched"]["known-failing"] == ["*/no_such_feature/*"]
+    assert "matched no scenario" in verdict.stdout
+
+    # Without the XPASS entry the run passes: the known failure does not fail it.
+    known.write_text("W8/watch_job/*\n")
+    verdict = conformance(tmp_path / "again", "--rules", "W8,W3", "--known-failing", str(known),
+                          "--implementation", "tests.broken_servicers:replays_completed_job_from_zero")
+    assert verdict.code == 0, verdict.output()
+    assert verdict.rules == {"W8": "XFAIL", "W3": "PASS"}
+
+
+def test_a_known_flaky_scenario_is_retried_and_never_fails_the_run(tmp_path):
+    flaky = tmp_path / "known-flaky.txt"
+    flaky.write_text("W1/watch_job/*\n")
+    args = ("--rules", "W1,W2", "--tags", "scripted", "--implementation",
+            "tests.runner_doubles:flaky_once")
+    verdict = conformance(tmp_path / "listed", *args, "--known-flaky", str(flaky),
+                          env={"CHOO_TEST_FLAG": str(tmp_path / "flag-listed")})
+    assert verdict.code == 0, verdict.output()
+    (w1,) = [s for s in verdict.results["scenarios"] if s["rules"] == ["W1"]]
+    assert (w1["verdict"], w1["attempts"]) == ("FLAKY", 2)
+
+    verdict = conformance(tmp_path / "unlisted", *args,
+                          env={"CHOO_TEST_FLAG": str(tmp_path / "flag-unlisted")})
+    assert verdict.code == 1 and verdict.rules["W1"] == "FAIL", verdict.output()
+
+
+@pytest.mark.parametrize("args, says", [
+    (("--rules", "W99"), "not rule ids of the contract: W99"),
+    (("--tags", "no_such_tag"), "no scenario selected"),
+    (("--tags", "W1 and and"), "could not be collected"),
+    (("--implementation", "no_such_module"), "cannot import 'no_such_module'"),
+    (("--server-cmd", f"{sys.executable} -c 'raise SystemExit(3)'"), "did not answer Health"),
+    (("--target", "unix:///nonexistent/daemon.sock"), "no daemon answers Health"),
+])
+def test_no_verdict_exits_2(tmp_path, args, says):
+    verdict = conformance(tmp_path, *args)
+    assert verdict.code == 2, verdict.output()
+    assert says in verdict.stderr, verdict.output()
+
+
+def test_bad_arguments_exit_2(tmp_path):
+    verdict = conformance(tmp_path, "--timeout", "soon")
+    assert verdict.code == 2 and "not a number of seconds" in verdict.stderr
+
+
+def test_a_list_naming_an_unknown_rule_exits_2(tmp_path):
+    known = tmp_path / "known.txt"
+    known.write_text("W42\n")
+    verdict = conformance(tmp_path, "--known-failing", str(known))
+    assert verdict.code == 2 and "W42" in verdict.stderr
 
 
 @pytest.mark.slow
-def test_runner_fails_the_rules_a_foreign_daemon_breaks(tmp_path):
-    run = conformance("--server-cmd", FOREIGN_DAEMON, "--rules", FOREIGN_RULES,
-                      "--report", str(tmp_path))
-    assert run.returncode == 1, run.stdout + run.stderr
-    verdicts = {line.split()[1]: line.split()[0] for line in run.stdout.splitlines()
-                if line.split() and line.split()[0] in ("PASS", "FAIL", "SKIP")}
-    assert verdicts == {"W2": "FAIL", "W3": "PASS", "W8": "FAIL", "W13": "PASS", "W14": "PASS"}
-    assert run.stdout.splitlines()[-1] == "3 passed, 2 failed, 0 skipped"
+def test_skipped_rules_make_the_run_non_zero_unless_allowed(tmp_path):
+    daemon = DaemonProcess(REFERENCE_DAEMON).start()
+    try:
+        args = ("--target", daemon.address, "--rules", "W9,W17")
+        verdict = conformance(tmp_path / "strict", *args)
+        assert verdict.code == 2, verdict.output()
+        assert verdict.rules == {"W9": "PASS", "W17": "SKIP"}
+        summary = (tmp_path / "strict" / "summary.md").read_text()
+        assert "## Skipped" in summary and "not against --target" in summary
+
+        verdict = conformance(tmp_path / "allowed", *args, "--allow-skips")
+        assert verdict.code == 0, verdict.output()
+    finally:
+        daemon.stop()
+
+
+def _daemons_left(marker: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker.encode() in (entry / "cmdline").read_bytes():
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+HANGING = f"{sys.executable} {ROOT / 'tests' / 'hanging_daemon.py'}"
 
 
 @pytest.mark.slow
-def test_runner_accepts_a_foreign_daemon_with_its_known_failing_list(tmp_path):
-    known = ROOT / "tests" / "foreign_daemon" / "known-failing.txt"
-    run = conformance("--server-cmd", FOREIGN_DAEMON, "--rules", FOREIGN_RULES,
-                      "--known-failing", str(known), "--report", str(tmp_path))
-    assert run.returncode == 0, run.stdout + run.stderr
-    assert "XFAIL W2" in run.stdout and "XFAIL W8" in run.stdout
-    assert run.stdout.splitlines()[-1] == "3 passed, 0 failed, 0 skipped"
+@pytest.mark.parametrize("hang, rule, scenario_timeout, says", [
+    # The call's own deadline (10 s) comes first.
+    ("append-while-watched", "W15", "60", "AppendEvents did not answer within 10 s"),
+    # Nothing the steps wait for has a shorter deadline than the scenario.
+    ("stream-forever", "W14", "8", "timed out after 8 s in step 'Then the client receives sequences 1-50"),
+])
+def test_a_hanging_daemon_fails_its_rule_in_time_and_leaves_nothing(tmp_path, hang, rule,
+                                                                   scenario_timeout, says):
+    marker = f"--hang {hang} --socket"
+    verdict = conformance(tmp_path, "--server-cmd", f"{HANGING} --hang {hang} --socket {{socket}} "
+                          "--db {db}", "--rules", rule, "--tags", "not daemon_capacity",
+                          "--scenario-timeout", scenario_timeout, timeout=300)
+    assert verdict.code == 1, verdict.output()
+    assert verdict.rules == {rule: "FAIL"}
+    failed = [s["detail"] for s in verdict.results["scenarios"] if s["verdict"] == "FAIL"]
+    assert failed and all(says in detail for detail in failed), failed
+    assert wait_until(lambda: not _daemons_left(marker), 10), "a daemon outlived the run"
+
+
+@pytest.mark.slow
+def test_a_pytest_process_that_stops_answering_is_stopped_and_the_run_goes_on(tmp_path):
+    verdict = conformance(tmp_path, "--rules", "W11,W9", "--scenario-timeout", "3",
+                          "--implementation", "tests.runner_doubles:deaf_once",
+                          env={"CHOO_TEST_FLAG": str(tmp_path / "flag")}, timeout=120)
+    assert verdict.code == 1, verdict.output()
+    assert verdict.rules == {"W9": "FAIL", "W11": "PASS"}
+    (failed,) = [s for s in verdict.results["scenarios"] if s["verdict"] == "FAIL"]
+    assert "the suite had to be stopped" in failed["detail"], failed["detail"]
+    assert "in step 'Given the daemon keeps its events in a fresh database'" in failed["detail"]
+
+
+@pytest.mark.slow
+def test_the_run_time_limit_fails_the_scenario_it_stops_and_lists_the_rest(tmp_path):
+    verdict = conformance(tmp_path, "--rules", "W9,W11", "--timeout", "1", "--scenario-timeout", "60",
+                          "--implementation", "tests.runner_doubles:deaf_once",
+                          env={"CHOO_TEST_FLAG": str(tmp_path / "flag")}, timeout=120)
+    assert verdict.code == 1, verdict.output()
+    outcomes = {s["rules"][0]: s["verdict"] for s in verdict.results["scenarios"]}
+    assert outcomes == {"W9": "FAIL", "W11": "NOT RUN"}

@@ -10,9 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from choo.v1 import daemon_pb2, daemon_pb2_grpc
+from choo_conformance.contract import CONTRACT_CODES
 from choo_conformance.in_process import InProcessDaemon
-from choo_conformance.remote import DaemonProcess
-from choo_conformance.lifecycle_steps import CONTRACT_CODES
+from choo_conformance.process import DaemonProcess
+from choo_reference import in_process
 
 INT32 = st.integers(min_value=-(2**31), max_value=2**31 - 1)
 # Text that stresses paths and encoders: control characters, surrogate-free
@@ -38,10 +39,9 @@ REQUESTS = {
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory):
-    daemon = InProcessDaemon(tmp_path_factory.mktemp("fuzz") / "daemon.db")
+    daemon = InProcessDaemon(in_process, tmp_path_factory.mktemp("fuzz"))
     yield daemon
     assert not daemon.close()
-    daemon.store.close()
 
 
 def _assert_contract_status(status, what) -> None:
@@ -68,7 +68,7 @@ def test_watch_answers_contract_codes(daemon, job_id, from_sequence):
 @settings(max_examples=30, deadline=None)
 @given(request=REQUESTS["Shutdown"])
 def test_shutdown_answers_contract_codes_and_health_still_answers(tmp_path_factory, request):
-    daemon = InProcessDaemon(tmp_path_factory.mktemp("shutdown") / "daemon.db")
+    daemon = InProcessDaemon(in_process, tmp_path_factory.mktemp("shutdown"))
     try:
         _, status = daemon.call("Shutdown", request).result(10)
         _assert_contract_status(status, f"Shutdown({request!r})")
@@ -76,7 +76,6 @@ def test_shutdown_answers_contract_codes_and_health_still_answers(tmp_path_facto
         assert status.code == grpc.StatusCode.OK
     finally:
         assert not daemon.close()
-        daemon.store.close()
 
 
 def test_health_still_answers_after_the_fuzzing(daemon):

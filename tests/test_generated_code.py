@@ -35,7 +35,7 @@ def test_committed_code_matches_proto(tmp_path):
     assert not drifted, f"out of date, run `make proto`: {drifted}"
 
 
-# The wire contract of CONTRACT.md section 1: message -> {field: (number, type)}.
+# The wire contract (docs/SPEC.md, section 2): message -> {field: (number, type)}.
 CONTRACT = {
     "StartJobRequest": {"tasks_dir": (1, "string"), "target_branch": (2, "string"),
                         "feature_branch": (3, "string"), "parallelism": (4, "int32"),
@@ -72,7 +72,9 @@ CONTROL_CONTRACT = {
     "EventSpec": {"event_type": (1, "string"), "unit_id": (2, "string"),
                   "payload_json": (3, "string")},
     "AppendEventsRequest": {"job_id": (1, "string"), "events": (2, "repeated EventSpec")},
-    "AppendEventsResponse": {"sequences": (1, "repeated int32")},
+    # timestamps = 2 was added later: wire-compatible (an old client ignores it).
+    "AppendEventsResponse": {"sequences": (1, "repeated int32"),
+                             "timestamps": (2, "repeated Timestamp")},
     "FinishJobRequest": {"job_id": (1, "string"), "status": (2, "string"), "error": (3, "string")},
     "FinishJobResponse": {},
     "ListSubscriptionsRequest": {"job_id": (1, "string")},

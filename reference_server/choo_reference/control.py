@@ -1,5 +1,6 @@
 """choo.conformance.v1.ConformanceControl: lets the conformance suite set up
-a job's state and events without running real work (CONTRACT.md section 4).
+a job's state and events without running real work (docs/SPEC.md, the
+conformance control service).
 
 Served only when the daemon is started with --conformance-control. Events go
 through the same JobStore.record_many as a real job's, so they are numbered,
@@ -12,6 +13,7 @@ import grpc
 
 from choo.conformance.v1 import control_pb2, control_pb2_grpc
 
+from .convert import timestamp
 from .job_store import JobExists, JobTerminal
 from .jobs import RUNNING, STATUSES, JobNotFound, is_terminal
 from .orchestrator import Orchestrator
@@ -47,7 +49,9 @@ class ConformanceControlServicer(control_pb2_grpc.ConformanceControlServicer):
             context.abort(grpc.StatusCode.NOT_FOUND, str(error))
         except JobTerminal as error:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(error))
-        return control_pb2.AppendEventsResponse(sequences=[e.sequence for e in events])
+        return control_pb2.AppendEventsResponse(
+            sequences=[e.sequence for e in events],
+            timestamps=[timestamp(e.timestamp_ns) for e in events])
 
     def FinishJob(self, request, context):
         if not is_terminal(request.status):

@@ -210,6 +210,16 @@ class JobStore:
 
     def close(self) -> None:
         """Close the database. Open feeds are released and then read nothing."""
+        self._shut()
+
+    def abandon(self) -> None:
+        """Stop as a crashed process would. Every write is committed when it
+        returns, so this is close() under another name; the two are kept
+        apart so that a store that buffered writes would flush in close()
+        and lose them here, as a crash does."""
+        self._shut()
+
+    def _shut(self) -> None:
         with self._write_lock:
             if self._closed:
                 return

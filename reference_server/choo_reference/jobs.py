@@ -97,7 +97,8 @@ Unsubscribe = Callable[[], None]
 
 class JobManager(Protocol):
     def get_job(self, job_id: str) -> Job:
-        """The job's current state; raises JobNotFound."""
+        """The job's current state; raises LookupError (JobNotFound, or any
+        other LookupError of a job manager written elsewhere) for an unknown job."""
 
     def subscribe(
         self, job_id: str, from_sequence: int, wake: Wake

@@ -146,6 +146,18 @@ class Orchestrator:
         log.info("job %s stop requested (%s)", job_id, "force" if force else "graceful")
         return "job force killed" if force else "job stopped gracefully"
 
+    def crash(self) -> None:
+        """Stop as a killed daemon would (an in-process stand-in for SIGKILL):
+        the store takes no more writes, and every running command is killed
+        without its job recording an end."""
+        self.store.abandon()
+        with self._lock:
+            runs = list(self._runs.values())
+        for run in runs:
+            run.stop(force=True)
+        for run in runs:
+            run.wait(FORCED_STOP_WAIT_S)
+
     def list_jobs(self, statuses: Collection[str] = ()) -> list[Job]:
         return self.store.list_jobs(statuses)
 

@@ -18,7 +18,7 @@ import grpc
 from choo.v1 import daemon_pb2
 
 from .convert import event_to_proto
-from .jobs import JobManager, JobNotFound, is_terminal, shorten
+from .jobs import JobManager, is_terminal, shorten
 from .shutdown import ShutdownSignal
 
 # Events taken from the feed per read: large enough to amortise the feed's
@@ -54,7 +54,7 @@ def admit(jobs: JobManager, shutdown: ShutdownSignal, request: daemon_pb2.WatchJ
         raise Refused(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
     try:
         job = jobs.get_job(job_id)
-    except JobNotFound:
+    except LookupError:  # the JobManager protocol's "no such job" (JobNotFound)
         raise Refused(grpc.StatusCode.NOT_FOUND, f"job not found: {shorten(job_id)}") from None
     return not (is_terminal(job.status) and request.from_sequence == 0)
 

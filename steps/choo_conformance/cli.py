@@ -1,5 +1,5 @@
 """choo-conformance: run the conformance suite against an implementation of
-choo.v1.DaemonService and report per rule."""
+choo.v1.DaemonService and give a verdict per rule."""
 
 from __future__ import annotations
 
@@ -8,49 +8,85 @@ import sys
 from pathlib import Path
 
 from . import runner
+from .plugin import DEFAULT_SCENARIO_TIMEOUT_S, PROFILES
+from .seam import DEFAULT_IMPLEMENTATION
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="choo-conformance",
-        description="Run the feature files against an implementation of choo.v1.DaemonService "
-        "and report which rules of the contract it meets. With no target: in process, against "
-        "the reference servicer.",
+        description="Run the conformance suite against an implementation of "
+        "choo.v1.DaemonService and give a verdict per rule. With neither --server-cmd nor "
+        "--target it runs in process, against the reference implementation. Exit code: 0 "
+        "every selected rule passed (or is known to fail and still fails); 1 a rule failed, "
+        "or a known-failing rule passed; 2 no verdict (bad arguments, nothing selected, a "
+        "collection error, the daemon never answered, or a selected rule was skipped).",
     )
-    parser.add_argument(
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
         "--server-cmd", metavar="COMMAND",
-        help="start the implementation under test with COMMAND for each run that needs one; "
-        "{socket} (and optionally {db}) in it stand for paths the suite chooses; it must serve "
-        "choo.conformance.v1.ConformanceControl too",
-    )
-    parser.add_argument(
+        help="start the implementation under test with COMMAND whenever a run needs one; "
+        "{socket} (and optionally {db}) in it stand for paths the suite chooses")
+    where.add_argument(
         "--target", metavar="ADDRESS",
-        help="use a daemon already serving at ADDRESS, e.g. unix:///tmp/d.sock "
-        "(scenarios that end or restart the daemon are skipped)",
-    )
+        help="use a daemon already serving at ADDRESS, e.g. unix:///tmp/d.sock (scenarios "
+        "that end or restart the daemon are skipped: allow that with --allow-skips)")
+    where.add_argument(
+        "--implementation", metavar="MODULE[:OBJECT]",
+        help=f"in process: the implementation to drive (default {DEFAULT_IMPLEMENTATION}); "
+        "see choo_conformance.seam")
+    parser.add_argument(
+        "--profile", choices=PROFILES,
+        help="control: the daemon serves ConformanceControl; black-box: DaemonService only; "
+        "reference: control plus the reference daemon's own behaviour (default: reference in "
+        "process with the default implementation, control otherwise)")
     parser.add_argument("--rules", metavar="IDS", help="only these rules, e.g. W1,R5")
     parser.add_argument("--tags", metavar="EXPR",
                         help="only scenarios whose tags match EXPR, e.g. 'event_stream and not W15'")
     parser.add_argument(
         "--known-failing", metavar="FILE",
-        help="rule ids expected to fail, one per line (# comments): reported, not failed",
-    )
+        help="scenarios expected to fail, as patterns over scenario ids (one per line, # "
+        "comments; a bare rule id means all its scenarios): reported, not failed; one that "
+        "passes fails the run")
     parser.add_argument(
-        "--report", default="conformance-report", metavar="DIR",
-        help="where summary.md, junit.xml, cucumber.json and results.json go "
-        "(default: %(default)s)",
-    )
+        "--known-flaky", metavar="FILE",
+        help="scenarios known to be flaky, same patterns: retried when they fail, reported, "
+        "never failing the run")
+    parser.add_argument("--allow-skips", action="store_true",
+                        help="do not count skipped rules against the run")
+    parser.add_argument(
+        "--scenario-timeout", type=_positive, default=DEFAULT_SCENARIO_TIMEOUT_S, metavar="S",
+        help="fail a scenario that runs longer than S seconds (default %(default)g)")
+    parser.add_argument(
+        "--timeout", type=_positive, default=runner.DEFAULT_RUN_TIMEOUT_S, metavar="S",
+        help="stop the whole run after S seconds; what did not run is 'not run' "
+        "(default %(default)g)")
+    parser.add_argument(
+        "--report", default="conformance-report", metavar="DIR", type=Path,
+        help="where summary.md, junit.xml and results.json go (default: %(default)s)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.server_cmd and args.target:
-        print("error: give --server-cmd or --target, not both", file=sys.stderr)
-        return 2
     rules = [r.strip() for r in args.rules.split(",") if r.strip()] if args.rules else None
-    return runner.run(Path(args.report), server_cmd=args.server_cmd, target=args.target,
-                      rules=rules, tags=args.tags, known_failing=args.known_failing)
+    options = runner.Options(
+        report=args.report, server_cmd=args.server_cmd, target=args.target,
+        implementation=args.implementation, profile=args.profile, rules=rules, tags=args.tags,
+        known_failing=args.known_failing, known_flaky=args.known_flaky,
+        allow_skips=args.allow_skips, scenario_timeout=args.scenario_timeout,
+        timeout=args.timeout)
+    return runner.run(options)
 
 
 if __name__ == "__main__":

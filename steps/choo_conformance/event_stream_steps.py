@@ -6,12 +6,11 @@ import json
 import threading
 
 import grpc
-import pytest
 from pytest_bdd import given, parsers, then, when
 
-from choo_reference.jobs import COMPLETED, RUNNING
-
-from .common import EVENTUALLY, PROMPTLY, proto_event_fields, status_code
+from .contract import COMPLETED, RUNNING
+from .daemon_target import timestamp_ns
+from .fixtures import EVENTUALLY, proto_event_fields, status_code
 from .wait import wait_until
 
 
@@ -242,16 +241,22 @@ def job_failed_with(target, job_id, error):
 
 
 @then(parsers.re(
-    r"every event the (?P<who>client|second client) received carries the type, unit "
-    r"and payload it was recorded with"
+    r"every event the (?P<who>client|second client) received carries the type, unit, "
+    r"payload and timestamp it was recorded with"
 ))
-def carries_recorded_fields(world, who):
+def carries_recorded_fields(target, world, who):
     watch = world.watch("second" if who == "second client" else "default")
+    recorded = target.recorded_times.get(watch.job_id, {})
     for event in watch.received():
         (want,) = event_specs(event.sequence, 1)
         assert (event.event_type, event.unit_id, event.payload_json) == want, (
-            f"event {event.sequence} came back as {event}"
-        )
+            f"event {event.sequence} came back as {event}")
+        sent = timestamp_ns(event.timestamp)
+        assert sent, f"event {event.sequence} came without a timestamp"
+        if event.sequence in recorded:
+            assert sent == recorded[event.sequence], (
+                f"event {event.sequence} carries timestamp {sent} ns, but AppendEvents "
+                f"recorded it at {recorded[event.sequence]} ns")
 
 
 @then(parsers.parse('the job "{job_id}" has had exactly one subscription, from sequence {n:d}'))
@@ -278,3 +283,22 @@ def all_have_received(world, count):
     for name, watch in world.watches.items():
         assert watch.wait_for_events(count, EVENTUALLY), (
             f"{name} received {len(watch.received())} events, expected {count}")
+
+
+@given(parsers.parse('a client has received the first {count:d} events of job "{job_id}"'))
+def received_first_events(target, world, job_id, count):
+    world.watches["default"] = watch = target.watch(job_id, 1)
+    assert watch.wait_for_events(count, EVENTUALLY), (
+        f"the client received {len(watch.received())} events of job {job_id}, expected {count}")
+
+
+@then(parsers.parse("the second client's first {count:d} events are exactly those the first "
+                    "client received, every field identical"))
+def second_starts_like_first(world, count):
+    first, second = world.watch(), world.watch("second")
+    assert second.wait_for_events(count, EVENTUALLY), (
+        f"the second client received {len(second.received())} events, expected at least {count}; "
+        f"its status: {second.status}")
+    want = [proto_event_fields(e) for e in first.received()[:count]]
+    got = [proto_event_fields(e) for e in second.received()[:count]]
+    assert got == want

@@ -1,4 +1,4 @@
-"""The in-process target: the servicer under grpc_testing, no sockets.
+"""The in-process transport: servicers under grpc_testing, no sockets.
 
 grpc_testing runs each call's handler on a thread of its own and gives the
 client side an object to take responses from. Two of its habits shape this
@@ -15,25 +15,20 @@ from __future__ import annotations
 
 import itertools
 import threading
-from typing import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
 
 import grpc
 import grpc_testing
-
 from choo.v1 import daemon_pb2
-from choo_reference.servicer import DaemonServicer
-from choo_reference.shutdown import ShutdownSignal
 
-from .stream import OK, ReceivedStream, Status
+from .contract import CONTROL_SERVICE, DAEMON_SERVICE
+from .daemon_target import WATCH_DEADLINE_S, DaemonTarget, Watch
+from .seam import Implementation, JobManager
+from .stream import OK, Status
 
-SERVICE = daemon_pb2.DESCRIPTOR.services_by_name["DaemonService"]
 CALL_ID_KEY = "conformance-call-id"
-
-ServicerFactory = Callable[[object, ShutdownSignal], object]
-
-
-def default_servicer(jobs, shutdown: ShutdownSignal):
-    return DaemonServicer(jobs, shutdown)
+_DESCRIPTORS = {d.full_name: d for d in (DAEMON_SERVICE, CONTROL_SERVICE)}
 
 
 class HandlerRecord:
@@ -43,7 +38,7 @@ class HandlerRecord:
         self.method = method
         self.ended = threading.Event()
         self.outcome: Status | None = None
-        self._aborted: Status | None = None
+        self.aborted: Status | None = None
 
     def finish(self, outcome: Status) -> None:
         self.outcome = outcome
@@ -58,7 +53,7 @@ class _RecordingContext:
         self._record = record
 
     def abort(self, code, details):
-        self._record._aborted = Status(code, details)
+        self._record.aborted = Status(code, details)
         return self._context.abort(code, details)
 
     def __getattr__(self, name):
@@ -79,7 +74,8 @@ def _call_id(context) -> str | None:
 
 
 class HandlerProbe:
-    """Wraps a servicer; records every handler's end by the caller's call id."""
+    """Wraps a DaemonService servicer; records every handler's end by the
+    caller's call id, and holds WatchJob's messages while a call is stalled."""
 
     def __init__(self, servicer) -> None:
         self._servicer = servicer
@@ -106,9 +102,10 @@ class HandlerProbe:
             self.records[_call_id(context) or f"anonymous-{len(self.records)}"] = record
         return record
 
-    def _ended_by(self, record: HandlerRecord, error: BaseException) -> Status:
-        if record._aborted is not None:
-            return record._aborted
+    @staticmethod
+    def _ended_by(record: HandlerRecord, error: BaseException) -> Status:
+        if record.aborted is not None:
+            return record.aborted
         return Status(grpc.StatusCode.UNKNOWN, f"handler raised {error!r}")
 
     def __getattr__(self, name: str):
@@ -147,8 +144,8 @@ class HandlerProbe:
             return [r for r in self.records.values() if not r.ended.is_set()]
 
 
-class WatchCall(ReceivedStream):
-    """The client side of one WatchJob call: collects events as they come."""
+class WatchCall(Watch):
+    """The client side of one WatchJob call under grpc_testing."""
 
     def __init__(self, call_id: str, rpc) -> None:
         super().__init__()
@@ -181,65 +178,7 @@ class WatchCall(ReceivedStream):
         self._reader.join(timeout)
 
 
-class InProcessTarget:
-    """A DaemonService servicer behind grpc_testing, with a probe on it."""
-
-    def __init__(self, jobs, servicer_factory: ServicerFactory = default_servicer) -> None:
-        self.jobs = jobs
-        self.shutdown = ShutdownSignal()
-        self.servicer = servicer_factory(jobs, self.shutdown)
-        self.probe = HandlerProbe(self.servicer)
-        self._server = grpc_testing.server_from_dictionary(
-            {SERVICE: self.probe}, grpc_testing.strict_real_time()
-        )
-        self._ids = itertools.count(1)
-        self.calls: list[WatchCall] = []
-
-    def watch(self, job_id: str, from_sequence: int = 0) -> WatchCall:
-        call_id = str(next(self._ids))
-        rpc = self._server.invoke_unary_stream(
-            SERVICE.methods_by_name["WatchJob"],
-            ((CALL_ID_KEY, call_id),),
-            daemon_pb2.WatchJobRequest(job_id=job_id, from_sequence=from_sequence),
-            None,
-        )
-        call = WatchCall(call_id, rpc)
-        self.calls.append(call)
-        return call
-
-    def stall(self, call: WatchCall) -> None:
-        """The call's transport stops accepting messages."""
-        self.probe.gate(call.call_id).clear()
-
-    def unstall(self, call: WatchCall) -> None:
-        self.probe.gate(call.call_id).set()
-
-    def handler(self, call: WatchCall) -> HandlerRecord | None:
-        return self.probe.records.get(call.call_id)
-
-    def begin_shutdown(self) -> None:
-        self.shutdown.trigger()
-
-    def close(self, timeout: float = 5.0) -> list[str]:
-        """Cancel what is still open and let every handler end; returns the
-        problems left over (handlers that did not end)."""
-        self.probe.open_all_gates()
-        for call in self.calls:
-            if not call.is_over():
-                call.cancel()
-        close_feeds = getattr(self.jobs, "close_all_feeds", None)
-        if close_feeds is not None:
-            close_feeds()
-        problems = []
-        for call_id, record in list(self.probe.records.items()):
-            if not record.ended.wait(timeout):
-                problems.append(f"the {record.method} handler of call {call_id} never ended")
-        for call in self.calls:
-            call.join(timeout)
-        return problems
-
-
-class UnaryCall:
+class InProcessUnaryCall:
     """The client side of one unary call; its answer is awaited with a deadline."""
 
     def __init__(self, rpc) -> None:
@@ -254,71 +193,119 @@ class UnaryCall:
         self._done.set()
 
     def result(self, timeout: float):
-        """(response, status), or (None, None) if no answer came in time."""
         self._done.wait(timeout)
         return self.response, self.status
 
 
-class InProcessDaemon(InProcessTarget):
-    """The reference daemon's job manager (the orchestrator over a JobStore on
-    a database file) behind the servicer.
+class InProcessServer:
+    """Servicers behind grpc_testing, the DaemonService one wrapped in a probe."""
 
-    Its setup operations are those of the conformance control service
-    (CreateJob, AppendEvents, FinishJob, ListSubscriptions), so the same steps
-    can drive a daemon over a channel.
-    """
+    def __init__(self, servicers: Mapping[str, object]) -> None:
+        self.probe = HandlerProbe(servicers[DAEMON_SERVICE.full_name])
+        wrapped = {_DESCRIPTORS[name]: (self.probe if name == DAEMON_SERVICE.full_name else servicer)
+                   for name, servicer in servicers.items() if name in _DESCRIPTORS}
+        self._server = grpc_testing.server_from_dictionary(wrapped, grpc_testing.strict_real_time())
+        self._ids = itertools.count(1)
+        self.watches: list[WatchCall] = []
 
-    def __init__(self, db_path, servicer_factory: ServicerFactory = default_servicer,
-                 job_manager_factory=None) -> None:
-        from choo_reference.orchestrator import Orchestrator
+    def unary(self, service: str, method: str, request, timeout: float) -> InProcessUnaryCall:
+        descriptor = _DESCRIPTORS[service].methods_by_name[method]
+        return InProcessUnaryCall(self._server.invoke_unary_unary(descriptor, (), request, timeout))
 
-        self.db_path = db_path
-        self._job_manager_factory = job_manager_factory or default_job_manager
-        self._servicer_factory = servicer_factory
-        self.store = self._job_manager_factory(db_path)
-        super().__init__(Orchestrator(self.store), servicer_factory)
+    def watch(self, request: daemon_pb2.WatchJobRequest) -> WatchCall:
+        call_id = str(next(self._ids))
+        rpc = self._server.invoke_unary_stream(
+            DAEMON_SERVICE.methods_by_name["WatchJob"], ((CALL_ID_KEY, call_id),), request,
+            WATCH_DEADLINE_S)
+        call = WatchCall(call_id, rpc)
+        self.watches.append(call)
+        return call
 
-    def call(self, method: str, request) -> UnaryCall:
-        return UnaryCall(self._server.invoke_unary_unary(
-            SERVICE.methods_by_name[method], (), request, None))
+    def stall(self, call: WatchCall) -> None:
+        self.probe.gate(call.call_id).clear()
 
-    def create_job(self, job_id: str, status: str) -> str:
-        return self.store.create_job(job_id, status).job_id
+    def unstall(self, call: WatchCall) -> None:
+        self.probe.gate(call.call_id).set()
 
-    def append_events(self, job_id: str, specs) -> list[int]:
-        return [e.sequence for e in self.store.record_many(job_id, list(specs))]
-
-    def finish_job(self, job_id: str, status: str, error: str = "") -> None:
-        self.store.set_status(job_id, status, error)
-
-    def job(self, job_id: str):
-        return self.store.get_job(job_id)
-
-    def events(self, job_id: str):
-        return self.store.events(job_id)
-
-    def subscriptions(self, job_id: str) -> list[tuple[int, bool]]:
-        return self.store.subscriptions(job_id)
-
-    def open_subscription_count(self) -> int:
-        return self.store.open_subscription_count()
+    def handler(self, call: WatchCall) -> HandlerRecord | None:
+        return self.probe.records.get(call.call_id)
 
     def close(self, timeout: float = 5.0) -> list[str]:
-        # No run outlives the scenario; a Shutdown call still waiting for one
-        # returns once it is stopped.
-        self.jobs.shutdown(wait_for_jobs=False, timeout_s=0)
-        return super().close(timeout)
-
-    def restart(self) -> list[str]:
-        """Stop as a crash would (no job is finished on the way down) and
-        start again on the same database file."""
-        problems = InProcessTarget.close(self)
-        self.store.close()
-        self.__init__(self.db_path, self._servicer_factory, self._job_manager_factory)
+        """Cancel what is still open and let every handler end; returns the
+        handlers that did not."""
+        self.probe.open_all_gates()
+        for call in self.watches:
+            if not call.is_over():
+                call.cancel()
+        problems = [f"the {record.method} handler of call {call_id} never ended"
+                    for call_id, record in list(self.probe.records.items())
+                    if not record.ended.wait(timeout)]
+        for call in self.watches:
+            call.join(timeout)
         return problems
 
 
-def default_job_manager(db_path):
-    from choo_reference.job_store import JobStore
+class ScriptedTarget:
+    """A watch servicer on the suite's scripted job manager (the seed's eight
+    rows): only WatchJob, and the daemon's shutdown switch."""
 
-    return JobStore(db_path)
+    def __init__(self, implementation: Implementation, jobs: JobManager) -> None:
+        self.jobs = jobs
+        servicer, self._begin_shutdown = implementation.watch_servicer(jobs)
+        self.server = InProcessServer({DAEMON_SERVICE.full_name: servicer})
+
+    def watch(self, job_id: str, from_sequence: int = 0) -> WatchCall:
+        return self.server.watch(daemon_pb2.WatchJobRequest(job_id=job_id, from_sequence=from_sequence))
+
+    def handler(self, call: WatchCall) -> HandlerRecord | None:
+        return self.server.handler(call)
+
+    def begin_shutdown(self) -> None:
+        self._begin_shutdown()
+
+    def close(self, close_feeds: Callable[[], None]) -> list[str]:
+        self.server.probe.open_all_gates()
+        close_feeds()  # no handler stays blocked on a feed that never ends
+        return self.server.close()
+
+
+class InProcessDaemon(DaemonTarget):
+    """A whole daemon from the implementation's `daemon(data_dir)`, its
+    DaemonService and ConformanceControl driven through grpc_testing."""
+
+    def __init__(self, implementation: Implementation, data_dir: Path) -> None:
+        super().__init__()
+        self._implementation = implementation
+        self._data_dir = data_dir
+        self._start()
+
+    def _start(self) -> None:
+        self.instance = self._implementation.daemon(self._data_dir)
+        self.server = InProcessServer(self.instance.servicers)
+
+    def _unary(self, service, method, request, timeout):
+        return self.server.unary(service, method, request, timeout)
+
+    def _open_watch(self, request):
+        return self.server.watch(request)
+
+    def stall(self, watch):
+        self.server.stall(watch)
+
+    def unstall(self, watch):
+        self.server.unstall(watch)
+
+    def handler(self, call: WatchCall) -> HandlerRecord | None:
+        return self.server.handler(call)
+
+    def restart(self) -> list[str]:
+        self.server.probe.open_all_gates()
+        self.instance.crash()
+        problems = self.server.close()
+        self._start()
+        return problems
+
+    def close(self, timeout: float = 5.0) -> list[str]:
+        problems = super().close(timeout)
+        self.instance.close()
+        return problems + self.server.close(timeout)

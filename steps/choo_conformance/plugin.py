@@ -1,16 +1,38 @@
-"""The suite as a pytest plugin: the step modules, and the options that pick
-the implementation under test. Loaded by the repository's conftest.py and by
-the `choo-conformance` runner (`-p choo_conformance.plugin`)."""
+"""The suite as a pytest plugin: the step modules, the options that pick the
+implementation under test and the profile, which scenarios apply where, the
+time limit of every scenario, and the progress stream the runner reads.
+
+Loaded by the repository's conftest.py and by the `choo-conformance` runner
+(`-p choo_conformance.plugin`).
+"""
 
 from __future__ import annotations
 
 import re
+import signal
+import time
 from pathlib import Path
 
+import pytest
+
+from . import process
+from .progress import ProgressWriter
+from .scenario_info import ScenarioInfo, scenario_info
+from .seam import DEFAULT_IMPLEMENTATION
+
 FEATURES = Path(__file__).resolve().parent / "features"
+PROFILES = ("control", "black-box", "reference")
+DEFAULT_SCENARIO_TIMEOUT_S = 120.0
+# After a scenario's time is up, its clean-up gets this long (or the
+# scenario's own limit, if shorter) before the clock rings again.
+TEARDOWN_GRACE_S = 30.0
+
+
+def teardown_grace(scenario_timeout: float) -> float:
+    return min(TEARDOWN_GRACE_S, scenario_timeout)
 
 pytest_plugins = [
-    "choo_conformance.common",
+    "choo_conformance.fixtures",
     "choo_conformance.watch_job_steps",
     "choo_conformance.event_stream_steps",
     "choo_conformance.lifecycle_steps",
@@ -20,40 +42,212 @@ pytest_plugins = [
 def pytest_addoption(parser):
     group = parser.getgroup("choo conformance")
     group.addoption(
-        "--servicer",
-        default=None,
-        metavar="MODULE:FACTORY",
-        help="build the servicer under test with FACTORY(jobs, shutdown) "
-        "instead of the reference servicer (used to prove the suite can fail)",
-    )
+        "--implementation", default=None, metavar="MODULE[:OBJECT]",
+        help="in process: the implementation whose servicers the scenarios drive "
+        f"(default {DEFAULT_IMPLEMENTATION}); see choo_conformance.seam")
     group.addoption(
-        "--job-manager",
-        default=None,
-        metavar="MODULE:FACTORY",
-        help="build the job manager under test with FACTORY(db_path) instead "
-        "of the reference JobStore",
-    )
-    group.addoption(
-        "--target",
-        default=None,
-        metavar="ADDRESS",
+        "--target", default=None, metavar="ADDRESS",
         help="run the scenarios against a daemon already serving at ADDRESS "
-        "(for example unix:///tmp/choo.sock) with its conformance control service",
-    )
+        "(for example unix:///tmp/choo.sock)")
     group.addoption(
-        "--server-cmd",
-        default=None,
-        metavar="COMMAND",
+        "--server-cmd", default=None, metavar="COMMAND",
         help="start the daemon under test with COMMAND, in which {socket} (and "
-        "optionally {db}) stand for paths the suite chooses",
-    )
+        "optionally {db}) stand for paths the suite chooses")
+    group.addoption(
+        "--profile", default=None, choices=PROFILES,
+        help="which rules and scenarios apply: control (the daemon serves "
+        "ConformanceControl), black-box (DaemonService only), reference (control, "
+        "plus the reference daemon's own behaviour); default: reference in process "
+        "with the default implementation, control otherwise")
+    group.addoption(
+        "--scenario-timeout", type=float, default=DEFAULT_SCENARIO_TIMEOUT_S, metavar="S",
+        help="fail a scenario that runs longer than S seconds (default %(default)s)")
+    group.addoption("--choo-progress", default=None, metavar="PATH",
+                    help="write the progress stream the runner reads here")
+    group.addoption("--choo-skip-done", default=None, metavar="PATH",
+                    help="deselect the node ids listed in PATH (a resumed run)")
+
+
+def remote_mode(config) -> bool:
+    return bool(config.getoption("target") or config.getoption("server_cmd"))
+
+
+def profile_of(config) -> str:
+    profile = config.getoption("profile")
+    if profile:
+        return profile
+    if not remote_mode(config) and not config.getoption("implementation"):
+        return "reference"
+    return "control"
+
+
+# Scenarios that cannot apply in a mode or profile, and why. They are not
+# run, and the report lists them as not applicable; they neither pass nor
+# fail their rule.
+def not_applicable(info: ScenarioInfo, config) -> str | None:
+    tags = set(info.tags)
+    remote = remote_mode(config)
+    profile = profile_of(config)
+    if "scripted" in tags and remote:
+        return ("in process only: it drives the servicer with the suite's scripted job "
+                "manager, which exists only in process")
+    if "daemon_capacity" in tags and not remote:
+        return ("over a channel only: it checks a daemon process's capacity; grpc_testing "
+                "gives every call a thread of its own, so in process it would measure the harness")
+    if "reference" in tags and profile != "reference":
+        return ("the reference daemon's own behaviour, not part of the contract every "
+                "implementation serves (profile reference)")
+    if "control" in tags and profile == "black-box":
+        return ("needs the control service (ConformanceControl) to set up or observe what "
+                "it checks")
+    if "black_box" in tags and profile != "black-box":
+        return "a black-box scenario: the control profile checks the same rule through the control service"
+    return None
+
+
+# Scenarios that apply but cannot run against a daemon the suite did not start.
+def cannot_run(info: ScenarioInfo, config) -> str | None:
+    if not config.getoption("target"):
+        return None
+    reasons = {
+        "ends_daemon": "it ends the daemon",
+        "restarts_daemon": "it restarts the daemon",
+        "fresh_daemon": "it counts the daemon's jobs, so it needs a daemon of its own",
+    }
+    for tag, why in reasons.items():
+        if tag in info.tags:
+            return f"not against --target: {why}; give --server-cmd so the suite can start one"
+    return None
+
+
+class _Suite:
+    """Per session: scenario infos, the progress stream, the scenario clock."""
+
+    def __init__(self, config) -> None:
+        self.config = config
+        self.timeout = float(config.getoption("scenario_timeout"))
+        path = config.getoption("choo_progress")
+        self.progress = ProgressWriter(path) if path else None
+        self.infos: dict[str, ScenarioInfo] = {}
+        self.outcomes: dict[str, dict] = {}
+        self.step = ""
+        if self.progress is not None:
+            process.on_start.append(lambda pgid: self.emit("daemon", pgid=pgid))
+
+    def emit(self, type: str, **fields) -> None:
+        if self.progress is not None:
+            self.progress.write(type, **fields)
+
+    # -- collection ------------------------------------------------------------
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, session, config, items):
+        done = set()
+        skip_done = config.getoption("choo_skip_done")
+        if skip_done:
+            done = set(Path(skip_done).read_text().split("\n")) - {""}
+        keep, dropped, records = [], [], []
+        for item in items:
+            info = scenario_info(item)
+            if info is None:
+                keep.append(item)
+                continue
+            if item.nodeid in done:
+                dropped.append(item)
+                continue
+            self.infos[item.nodeid] = info
+            reason = not_applicable(info, config)
+            records.append({**info.to_json(), "not_applicable": reason})
+            if reason:
+                dropped.append(item)
+                continue
+            why_not = cannot_run(info, config)
+            if why_not:
+                item.add_marker(pytest.mark.skip(reason=why_not))
+            for rule in info.rules:
+                item.user_properties.append(("rule", rule))
+            item.user_properties.append(("scenario_id", info.key))
+            keep.append(item)
+        if dropped:
+            config.hook.pytest_deselected(items=dropped)
+            items[:] = keep
+        self.emit("collected", scenarios=records)
+
+    def pytest_collectreport(self, report):
+        if report.failed:
+            self.emit("collect_error", nodeid=report.nodeid, detail=str(report.longrepr)[-4000:])
+
+    # -- the scenario clock ------------------------------------------------------
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_protocol(self, item, nextitem):
+        info = self.infos.get(item.nodeid)
+        if info is None:
+            yield
+            return
+        self.step = "(setting up)"
+        self.emit("started", nodeid=item.nodeid, at=time.time())
+        previous = signal.signal(signal.SIGALRM, self._time_is_up)
+        signal.setitimer(signal.ITIMER_REAL, self.timeout)
+        try:
+            yield
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+
+    def _time_is_up(self, signum, frame):
+        # The clean-up that follows gets a bounded time of its own.
+        signal.setitimer(signal.ITIMER_REAL, teardown_grace(self.timeout))
+        raise ScenarioTimeout(f"timed out after {self.timeout:g} s in step {self.step!r}")
+
+    def pytest_bdd_before_step(self, request, feature, scenario, step, step_func):
+        self.step = f"{step.keyword} {step.name}".strip()
+        self.emit("step", nodeid=request.node.nodeid, step=self.step)
+
+    def pytest_bdd_after_scenario(self, request, feature, scenario):
+        self.step = "(cleaning up)"
+
+    # -- outcomes ------------------------------------------------------------------
+
+    def pytest_runtest_logreport(self, report):
+        if report.nodeid not in self.infos:
+            return
+        record = self.outcomes.setdefault(
+            report.nodeid, {"outcome": "passed", "detail": "", "duration_s": 0.0})
+        record["duration_s"] += report.duration
+        if report.skipped and record["outcome"] == "passed":
+            record["outcome"] = "skipped"
+            reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+            record["detail"] = reason.removeprefix("Skipped: ")
+        elif report.failed and record["outcome"] != "failed":
+            record["outcome"] = "failed"
+            record["detail"] = ("in clean-up: " if report.when == "teardown" else "") + _failure(report)
+        if report.when == "teardown":
+            self.emit("finished", nodeid=report.nodeid, **self.outcomes.pop(report.nodeid))
+
+    def pytest_sessionfinish(self, session, exitstatus):
+        self.emit("done", exitstatus=int(exitstatus))
+        if self.progress is not None:
+            self.progress.close()
+
+
+class ScenarioTimeout(BaseException):
+    """A scenario ran out of time. A BaseException, so that no step's
+    `except Exception` can swallow it."""
+
+
+def _failure(report) -> str:
+    crash = getattr(report.longrepr, "reprcrash", None)
+    message = crash.message if crash is not None else str(report.longrepr)
+    return message.strip()
 
 
 def pytest_configure(config):
-    # Every Gherkin tag becomes a pytest marker; register them so `-m W7`
+    # Every Gherkin tag becomes a pytest marker; register them so that `-m W7`
     # selects a rule without warnings.
     tags = set()
     for feature in FEATURES.glob("*.feature"):
         tags.update(re.findall(r"@([\w.-]+)", feature.read_text()))
     for tag in sorted(tags):
         config.addinivalue_line("markers", f"{tag}: Gherkin tag")
+    config.pluginmanager.register(_Suite(config), "choo-conformance-suite")

@@ -1,37 +1,52 @@
-"""The contract's rules by id, with a short title for reports
-(CONTRACT.md sections 2 and 3)."""
+"""The contract's rules, as the feature files declare them: every `Rule:`
+block is named "<id> <title>" and tagged with its id. This is the one place
+rule ids and titles come from; docs/SPEC.md states the same rules in prose."""
 
-RULES = {
-    "W1": "empty job_id is INVALID_ARGUMENT, nothing streamed",
-    "W2": "unknown job is NOT_FOUND naming the job",
-    "W3": "every event reaches the client in order, fields intact; ends OK",
-    "W4": "from_sequence is handed to the subscription unchanged",
-    "W5": "a client that cancels is released promptly",
-    "W6": "shutdown ends open watches UNAVAILABLE",
-    "W7": "a failed delivery ends that watch only, released",
-    "W8": "terminal job from 0 ends OK at once, no events",
-    "W9": "sequences start at 1, contiguous, never renumbered",
-    "W10": "from_sequence is inclusive; 0 and 1 mean the first",
-    "W11": "negative from_sequence is INVALID_ARGUMENT",
-    "W12": "terminal job replays from from_sequence, then OK",
-    "W13": "replay hands over to live with no gap or duplicate",
-    "W14": "a watcher gets every event up to the last, then OK",
-    "W15": "a stalled watcher blocks nothing",
-    "W16": "many watchers see the identical sequence",
-    "W17": "events survive a daemon restart unchanged",
-    "W18": "a new watch during shutdown is UNAVAILABLE",
-    "R1": "StartJob validates its fields",
-    "R2": "StartJob during shutdown is UNAVAILABLE",
-    "R3": "StartJob returns a new job, visible at once",
-    "R4": "StartJob on a busy feature branch attaches or refuses",
-    "R5": "StopJob: errors, graceful and forced stops",
-    "R6": "GetJobStatus: times, errors, units",
-    "R7": "ListJobs: all, filtered, newest first",
-    "R8": "Shutdown: waiting, forced, only once",
-    "R9": "Health: healthy, active jobs, version",
-    "R10": "every error is a contract status, never UNKNOWN/INTERNAL",
-}
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+from .scenario_info import is_rule, rule_order
 
 
-def is_rule(tag: str) -> bool:
-    return tag in RULES
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    title: str
+
+
+class RuleBlockError(ValueError):
+    pass
+
+
+def read_rules(features: Path) -> dict[str, Rule]:
+    """Rule id -> Rule, in the contract's order. A rule declared in several
+    feature files must have the same title in each."""
+    from pytest_bdd.feature import get_features
+
+    rules: dict[str, Rule] = {}
+    for feature in get_features([str(path) for path in sorted(features.glob("*.feature"))]):
+        for scenario in feature.scenarios.values():
+            block = scenario.rule
+            if block is None:
+                continue
+            rule_id, _, title = block.name.partition(" ")
+            if not is_rule(rule_id) or rule_id not in block.tags:
+                raise RuleBlockError(
+                    f"{feature.filename}: the Rule block {block.name!r} must be named "
+                    "'<id> <title>' and tagged @<id>")
+            known = rules.setdefault(rule_id, Rule(rule_id, title.strip()))
+            if known.title != title.strip():
+                raise RuleBlockError(
+                    f"{feature.filename}: rule {rule_id} is titled {title.strip()!r} here "
+                    f"and {known.title!r} elsewhere")
+    return {r: rules[r] for r in sorted(rules, key=rule_order)}
+
+
+@functools.cache
+def contract_rules() -> dict[str, Rule]:
+    from .plugin import FEATURES
+
+    return read_rules(FEATURES)

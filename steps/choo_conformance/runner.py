@@ -1,202 +1,410 @@
-"""`choo-ref conformance`: run the feature files against an implementation
-and report per rule.
+"""The runner behind `choo-conformance`: runs the scenarios against an
+implementation in a pytest process of its own, follows its progress stream,
+prints a line per rule as each finishes, and writes the reports.
 
-With no target the scenarios run in process against the reference servicer;
-with --server-cmd the runner starts the implementation under test as a
-process (a fresh one for scenarios that end or restart it); with --target it
-uses a daemon that is already running. The scenarios run under pytest in a
-child process, so a hung implementation cannot take the runner down with it.
+With no target the scenarios run in process (choo_conformance.seam); with
+--server-cmd the runner starts the implementation under test as a process (a
+fresh one for scenarios that end or restart it); with --target it uses a
+daemon that is already running.
 
-A rule passes when every scenario tagged with it that ran passed. Rules in
-the --known-failing list are reported but do not fail the run; a listed rule
-that passes does, so that the list only ever shrinks.
+It fails closed. A run that checked nothing, could not collect its
+scenarios, or could not reach the daemon exits 2, as does one where a
+selected rule was skipped (unless skips are allowed). It never hangs: every
+scenario has a time limit inside the pytest process, and should that process
+itself stop answering, the runner stops it (and every daemon it started),
+counts the scenario it was in as failed, and goes on with the next.
 """
 
 from __future__ import annotations
 
-import json
+import shlex
+import signal
 import subprocess
 import sys
-from collections import defaultdict
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .rules import RULES, is_rule
+from . import report
+from .known_lists import ListError, PatternList
+from .plugin import DEFAULT_SCENARIO_TIMEOUT_S, teardown_grace
+from .process import DaemonNeverHealthy, DaemonProcess, kill_group
+from .progress import ProgressReader, remove
+from .results import (
+    EXIT_NO_VERDICT,
+    FAILED,
+    NOT_APPLICABLE,
+    NOT_RUN,
+    ScenarioResult,
+    by_rule,
+    exit_code,
+    mark_known,
+)
+from .rules import RuleBlockError, contract_rules
+from .scenario_info import ScenarioInfo
+from .seam import ImplementationMissing, load_implementation
 
 PACKAGE = Path(__file__).resolve().parent
+DEFAULT_RUN_TIMEOUT_S = 3600.0
+DEFAULT_FLAKY_RETRIES = 2
+# How much longer than its own clock (and its clean-up's) the runner lets a
+# scenario run before it stops the pytest process, whose clock did not ring.
+_HARD_MARGIN_S = 10.0
+_POLL_S = 0.2
+
+
+class NoVerdict(Exception):
+    """The run cannot give a verdict; the message says why."""
 
 
 @dataclass
-class RuleResult:
-    rule: str
-    scenarios: list[dict] = field(default_factory=list)
-    known_failing: bool = False
+class Options:
+    report: Path
+    server_cmd: str | None = None
+    target: str | None = None
+    implementation: str | None = None
+    profile: str | None = None
+    rules: list[str] | None = None
+    tags: str | None = None
+    known_failing: str | None = None
+    known_flaky: str | None = None
+    allow_skips: bool = False
+    scenario_timeout: float = DEFAULT_SCENARIO_TIMEOUT_S
+    timeout: float = DEFAULT_RUN_TIMEOUT_S
+    flaky_retries: int = DEFAULT_FLAKY_RETRIES
+    extra_pytest_args: list[str] = field(default_factory=list)
 
     @property
-    def status(self) -> str:
-        outcomes = {s["outcome"] for s in self.scenarios}
-        if "failed" in outcomes:
-            return "failed"
-        if "passed" in outcomes:
-            return "passed"
-        return "skipped"
+    def mode(self) -> str:
+        if self.server_cmd:
+            return "--server-cmd"
+        return "--target" if self.target else "in process"
 
-    @property
-    def verdict(self) -> str:
-        """What the run makes of it: PASS, FAIL, SKIP, XFAIL (known failing,
-        failed) or XPASS (known failing, passed: take it off the list)."""
-        if self.known_failing:
-            return {"failed": "XFAIL", "passed": "XPASS"}.get(self.status, "SKIP")
-        return {"failed": "FAIL", "passed": "PASS", "skipped": "SKIP"}[self.status]
+    def title(self) -> str:
+        if self.server_cmd:
+            return f"against `{self.server_cmd}`"
+        if self.target:
+            return f"against {self.target}"
+        return f"in process ({self.implementation or 'the reference implementation'})"
 
-    @property
-    def seconds(self) -> float:
-        return sum(s["duration_s"] for s in self.scenarios)
-
-    def detail(self) -> str:
-        failed = [s for s in self.scenarios if s["outcome"] == "failed"]
-        if failed:
-            return f"{failed[0]['scenario']}: {failed[0]['detail']}".strip()
-        if self.status == "skipped" and self.scenarios:
-            return self.scenarios[0]["detail"]
-        return ""
+    def effective_profile(self) -> str:
+        if self.profile:
+            return self.profile
+        if self.mode == "in process" and not self.implementation:
+            return "reference"
+        return "control"
 
 
-def read_known_failing(path: str | None) -> set[str]:
-    if not path:
-        return set()
-    rules = set()
-    for line in Path(path).read_text().splitlines():
-        rule = line.split("#", 1)[0].strip()
-        if rule:
-            if not is_rule(rule):
-                raise SystemExit(f"{path}: {rule!r} is not a rule id of the contract")
-            rules.add(rule)
-    return rules
+def _say(text: str) -> None:
+    print(text, flush=True)
 
 
-def _answers_health(target: str) -> bool:
-    import grpc
+def _error(text: str) -> None:
+    print(f"error: {text}", file=sys.stderr, flush=True)
 
-    from choo.v1 import daemon_pb2, daemon_pb2_grpc
 
-    with grpc.insecure_channel(target) as channel:
+# -- before the run -----------------------------------------------------------------
+
+
+def _preflight(options: Options) -> None:
+    """Make sure there is something to test; raises NoVerdict otherwise."""
+    if options.mode == "in process":
         try:
-            daemon_pb2_grpc.DaemonServiceStub(channel).Health(daemon_pb2.HealthRequest(), timeout=5)
-            return True
-        except grpc.RpcError:
-            return False
+            load_implementation(options.implementation)
+        except ImplementationMissing as error:
+            raise NoVerdict(str(error)) from None
+        return
+    if options.target:
+        import grpc
+        from choo.v1 import daemon_pb2, daemon_pb2_grpc
+
+        try:
+            with grpc.insecure_channel(options.target) as channel:
+                daemon_pb2_grpc.DaemonServiceStub(channel).Health(
+                    daemon_pb2.HealthRequest(), timeout=10, wait_for_ready=True)
+        except grpc.RpcError as error:
+            raise NoVerdict(
+                f"no daemon answers Health at {options.target} ({error.code().name}: "
+                f"{error.details()}); start it first, or give --server-cmd to let the "
+                "runner start one") from None
+        return
+    assert options.server_cmd is not None
+    daemon = DaemonProcess(options.server_cmd)
+    try:
+        daemon.start()
+    except DaemonNeverHealthy as error:
+        raise NoVerdict(str(error)) from None
+    except OSError as error:
+        raise NoVerdict(f"cannot start {options.server_cmd!r}: {error.strerror or error}") from None
+    finally:
+        daemon.stop()
 
 
-def rule_results(records: list[dict], known_failing: set[str]) -> list[RuleResult]:
-    by_rule: dict[str, RuleResult] = {}
-    for record in records:
-        for tag in record["tags"]:
-            if is_rule(tag):
-                by_rule.setdefault(tag, RuleResult(tag)).scenarios.append(record)
-    for rule, result in by_rule.items():
-        result.known_failing = rule in known_failing
-    order = list(RULES)
-    return sorted(by_rule.values(), key=lambda r: order.index(r.rule))
-
-
-def _one_line(text: str, limit: int = 240) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def write_summary(results: list[RuleResult], records: list[dict], path: Path, title: str) -> None:
-    lines = [f"# choo.v1 conformance: {title}", "",
-             "| rule | title | result | time | detail |", "|---|---|---|---|---|"]
-    for r in results:
-        detail = _one_line(r.detail()).replace("|", "\\|")
-        lines.append(f"| {r.rule} | {RULES[r.rule]} | {r.verdict} | {r.seconds:.2f} s | {detail} |")
-    lines += ["", "## Scenarios", "", "| scenario | rules | result | time | detail |",
-              "|---|---|---|---|---|"]
-    for s in records:
-        rules = ",".join(t for t in s["tags"] if is_rule(t)) or "-"
-        detail = _one_line(s["detail"]).replace("|", "\\|")
-        lines.append(f"| {s['scenario']} | {rules} | {s['outcome']} | {s['duration_s']:.2f} s | {detail} |")
-    lines += ["", _closing_line(results)]
-    path.write_text("\n".join(lines) + "\n")
-
-
-def _closing_line(results: list[RuleResult]) -> str:
-    passed = sum(r.verdict == "PASS" for r in results)
-    failed = sum(r.verdict in ("FAIL", "XPASS") for r in results)
-    skipped = sum(r.verdict == "SKIP" for r in results)
-    return f"{passed} passed, {failed} failed, {skipped} skipped"
-
-
-def pytest_command(report_dir: Path, *, server_cmd=None, target=None, rules=None, tags=None,
-                   extra=()) -> list[str]:
+def pytest_command(options: Options, progress: Path, skip_done: Path | None,
+                   nodeids: list[str] | None = None) -> list[str]:
     command = [
-        sys.executable, "-m", "pytest", str(PACKAGE / "scenarios"), "-q", "-p", "no:cacheprovider",
-        "-p", "choo_conformance.plugin",
-        "-p", "choo_conformance.results_plugin", f"--results-json={report_dir / 'results.json'}",
-        f"--rootdir={PACKAGE}", f"--cucumberjson={report_dir / 'cucumber.json'}",
-        f"--junitxml={report_dir / 'junit.xml'}",
+        sys.executable, "-P", "-m", "pytest",
+        *([_absolute(n) for n in nodeids] if nodeids
+          else [str(PACKAGE / "scenarios" / "test_features.py")]),
+        "-c", str(PACKAGE / "pytest.ini"), "-p", "choo_conformance.plugin", "-q",
+        f"--choo-progress={progress}", f"--scenario-timeout={options.scenario_timeout:g}",
+        f"--profile={options.effective_profile()}",
     ]
-    if server_cmd:
-        command.append(f"--server-cmd={server_cmd}")
-    if target:
-        command.append(f"--target={target}")
+    if skip_done is not None:
+        command.append(f"--choo-skip-done={skip_done}")
+    if options.server_cmd:
+        command.append(f"--server-cmd={options.server_cmd}")
+    if options.target:
+        command.append(f"--target={options.target}")
+    if options.implementation:
+        command.append(f"--implementation={options.implementation}")
     markers = []
-    if rules:
-        markers.append("(" + " or ".join(rules) + ")")
-    if tags:
-        markers.append(f"({tags})")
-    if markers:
+    if options.rules:
+        markers.append("(" + " or ".join(options.rules) + ")")
+    if options.tags:
+        markers.append(f"({options.tags})")
+    if markers and not nodeids:
         command += ["-m", " and ".join(markers)]
-    return command + list(extra)
+    return command + options.extra_pytest_args
 
 
-def run(report_dir: Path, *, server_cmd: str | None = None, target: str | None = None,
-        rules: list[str] | None = None, tags: str | None = None,
-        known_failing: str | None = None, title: str | None = None) -> int:
-    for rule in rules or ():
-        if not is_rule(rule):
-            print(f"error: {rule!r} is not a rule id (known: {', '.join(RULES)})", file=sys.stderr)
-            return 2
-    known = read_known_failing(known_failing)
-    if target and not _answers_health(target):
-        print(f"error: no daemon answers Health at {target}; start it first, or give "
-              "--server-cmd to let the runner start one", file=sys.stderr)
-        return 2
-    title = title or (f"against {target}" if target else
-                      f"against `{server_cmd}`" if server_cmd else "in process")
+def _absolute(nodeid: str) -> str:
+    """A node id (relative to the suite's rootdir) as an argument that works
+    from any directory."""
+    path, sep, rest = nodeid.partition("::")
+    return str(PACKAGE / path) + sep + rest
+
+
+# -- the pytest process -------------------------------------------------------------
+
+
+class _Run:
+    """The scenarios of one run, across however many pytest processes it takes."""
+
+    def __init__(self, options: Options, report_dir: Path, rules_printed) -> None:
+        self.options = options
+        self.report_dir = report_dir
+        self.infos: dict[str, ScenarioInfo] = {}
+        self.order: list[str] = []
+        self.not_applicable: dict[str, str] = {}
+        self.results: dict[str, ScenarioResult] = {}
+        self.collect_errors: list[str] = []
+        self.daemon_groups: set[int] = set()
+        self.deadline = time.monotonic() + options.timeout
+        self.on_finished = rules_printed
+        self.log_path = report_dir / "pytest.log"
+        self.hard_limit = (options.scenario_timeout + teardown_grace(options.scenario_timeout)
+                           + _HARD_MARGIN_S)
+        self.log_path.unlink(missing_ok=True)
+
+    # The records of the progress stream.
+    def _handle(self, record: dict, state: dict) -> None:
+        kind = record["type"]
+        if kind == "collected":
+            if not self.infos:  # a resumed process lists only what is left
+                for data in record["scenarios"]:
+                    reason = data.pop("not_applicable")
+                    info = ScenarioInfo.from_json(data)
+                    self.infos[info.nodeid] = info
+                    self.order.append(info.nodeid)
+                    if reason:
+                        self.results[info.nodeid] = ScenarioResult(info, NOT_APPLICABLE, reason)
+                state["collected"] = True
+        elif kind == "collect_error":
+            self.collect_errors.append(f"{record['nodeid'] or 'collection'}: {record['detail']}")
+        elif kind == "started":
+            state.update(current=record["nodeid"], since=time.monotonic(), step="(setting up)")
+        elif kind == "step":
+            state["step"] = record["step"]
+        elif kind == "daemon":
+            self.daemon_groups.add(int(record["pgid"]))
+        elif kind == "finished":
+            nodeid = record["nodeid"]
+            previous = self.results.get(nodeid)
+            attempts = previous.attempts + 1 if previous else 1
+            self.results[nodeid] = ScenarioResult(
+                self.infos[nodeid], record["outcome"], record["detail"], record["duration_s"]
+                + (previous.duration_s if previous else 0.0), attempts)
+            state["current"] = None
+            self.on_finished(self, nodeid)
+        elif kind == "done":
+            state["done"] = True
+
+    def run_process(self, nodeids: list[str] | None = None) -> None:
+        """One pytest process, until it ends or has to be stopped."""
+        progress = self.report_dir / "progress.jsonl"
+        remove(str(progress))
+        skip_done = None
+        if self.results and nodeids is None:
+            skip_done = self.report_dir / "done.txt"
+            skip_done.write_text("\n".join(self.results) + "\n")
+        command = pytest_command(self.options, progress, skip_done, nodeids)
+        state: dict = {"current": None, "done": False, "collected": False}
+        with open(self.log_path, "ab") as log:
+            log.write(f"$ {shlex.join(command)}\n".encode())
+            log.flush()
+            proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
+        reader = ProgressReader(str(progress))
+        stopped_for = None
+        try:
+            while True:
+                exited = proc.poll() is not None
+                for record in reader.read():
+                    self._handle(record, state)
+                if exited:
+                    break
+                now = time.monotonic()
+                if now > self.deadline:
+                    stopped_for = f"the run's time limit of {self.options.timeout:g} s ran out"
+                elif state["current"] and now - state["since"] > self.hard_limit:
+                    stopped_for = (f"timed out after {self.options.scenario_timeout:g} s "
+                                   "(the suite had to be stopped)")
+                if stopped_for:
+                    break
+                time.sleep(_POLL_S)
+        finally:
+            if proc.poll() is None:
+                kill_group(proc.pid)
+            proc.wait()
+            for record in reader.read():
+                self._handle(record, state)
+        current = state["current"]
+        if current is not None:
+            why = stopped_for or f"the pytest process ended (exit code {proc.returncode}) in it"
+            self.results[current] = ScenarioResult(
+                self.infos[current], FAILED, f"{why}, in step {state['step']!r}",
+                time.monotonic() - state["since"], 1)
+            self.on_finished(self, current)
+        self.last_exit = proc.returncode
+        self.stopped_for = stopped_for
+        self.out_of_time = now_past(self.deadline)
+        self.collected = state["collected"]
+        self.finished_cleanly = state["done"]
+
+    def remaining(self) -> list[str]:
+        return [n for n in self.order if n not in self.results]
+
+    def stop_daemons(self) -> None:
+        for group in self.daemon_groups:
+            kill_group(group)
+
+
+def now_past(deadline: float) -> bool:
+    return time.monotonic() > deadline
+
+
+def run(options: Options) -> int:
+    try:
+        return _run(options)
+    except NoVerdict as why:
+        _error(str(why))
+        return EXIT_NO_VERDICT
+
+
+def _run(options: Options) -> int:
+    try:
+        rules = contract_rules()
+    except RuleBlockError as error:
+        raise NoVerdict(f"the feature files do not declare their rules properly: {error}") from None
+    unknown = [r for r in options.rules or () if r not in rules]
+    if unknown:
+        raise NoVerdict(f"not rule ids of the contract: {', '.join(unknown)} "
+                        f"(known: {', '.join(rules)})")
+    try:
+        known_failing = PatternList.read("known-failing", options.known_failing, set(rules))
+        known_flaky = PatternList.read("known-flaky", options.known_flaky, set(rules))
+    except ListError as error:
+        raise NoVerdict(str(error)) from None
+    _preflight(options)
+
+    report_dir = options.report
     report_dir.mkdir(parents=True, exist_ok=True)
-    results_path = report_dir / "results.json"
-    results_path.unlink(missing_ok=True)
-    proc = subprocess.run(
-        pytest_command(report_dir, server_cmd=server_cmd, target=target, rules=rules, tags=tags),
-        capture_output=True, text=True,
-    )
-    (report_dir / "pytest.log").write_text(proc.stdout + proc.stderr)
-    if not results_path.exists():
-        print(proc.stdout[-4000:] + proc.stderr[-4000:], file=sys.stderr)
-        print("error: the suite did not run; see the output above", file=sys.stderr)
-        return 2
-    records = json.loads(results_path.read_text())
-    results = rule_results(records, known)
-    write_summary(results, records, report_dir / "summary.md", title)
+    _say(f"== choo.v1 conformance {options.title()} (profile {options.effective_profile()})")
 
-    print(f"== choo.v1 conformance {title}")
-    for r in results:
-        count = len(r.scenarios)
-        print(f"{r.verdict:<5} {r.rule:<4} {RULES[r.rule]}  "
-              f"({count} scenario{'s' * (count != 1)}, {r.seconds:.2f} s)")
-        if r.verdict in ("FAIL", "XFAIL", "SKIP") and r.detail():
-            print(f"      {_one_line(r.detail(), 200)}")
-        if r.verdict == "XPASS":
-            print("      passes now: remove it from the known-failing list")
-    missing_known = sorted(known - {r.rule for r in results})
-    if missing_known:
-        print(f"note: known-failing rules not run: {', '.join(missing_known)}")
-    xfail = sum(r.verdict == "XFAIL" for r in results)
-    if xfail:
-        print(f"{xfail} known failing (not counted as failures)")
-    print(f"report: {report_dir / 'summary.md'}")
-    print(_closing_line(results))
-    bad = any(r.verdict in ("FAIL", "XPASS") for r in results)
-    return 1 if bad else 0
+    printed: set[str] = set()
+
+    def rule_finished(run: _Run, nodeid: str) -> None:
+        for rule_id in run.infos[nodeid].rules:
+            if rule_id in printed or (options.rules and rule_id not in options.rules):
+                continue
+            mine = [n for n in run.order if rule_id in run.infos[n].rules]
+            if all(n in run.results for n in mine):
+                printed.add(rule_id)
+                _print_rule(run, rule_id)
+
+    def _print_rule(run: _Run, rule_id: str) -> None:
+        scenarios = [run.results[n] for n in run.order if rule_id in run.infos[n].rules]
+        mark_known(scenarios, known_failing, known_flaky)
+        (rule,) = [r for r in by_rule(scenarios, rules) if r.rule.id == rule_id]
+        _say(report.rule_line(rule))
+
+    run = _Run(options, report_dir, rule_finished)
+    previous_signal = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        run.run_process()
+        if not run.collected:
+            raise NoVerdict("the scenarios could not be collected: " + _log_tail(run.log_path))
+        if run.collect_errors:
+            raise NoVerdict("collection errors:\n" + "\n".join(run.collect_errors))
+        # A process that had to be stopped (or died) leaves scenarios to run.
+        restarts = 0
+        while (run.remaining() and not run.finished_cleanly and not run.out_of_time
+               and restarts < len(run.order)):
+            restarts += 1
+            run.run_process()
+        if run.out_of_time:
+            for nodeid in run.remaining():
+                run.results[nodeid] = ScenarioResult(
+                    run.infos[nodeid], NOT_RUN, f"{run.stopped_for} before it ran")
+        _retry_flaky(run, known_flaky)
+    finally:
+        run.stop_daemons()
+        signal.signal(signal.SIGTERM, previous_signal)
+
+    if not run.order:
+        raise NoVerdict("no scenario selected: check --rules and --tags")
+    scenarios = [run.results.get(n) or ScenarioResult(run.infos[n], NOT_RUN, "never reported")
+                 for n in run.order]
+    mark_known(scenarios, known_failing, known_flaky)
+    rule_results = by_rule(scenarios, rules)
+    if options.rules:  # a scenario of a selected rule may check others too: not judged here
+        rule_results = [r for r in rule_results if r.rule.id in options.rules]
+    for rule in rule_results:  # those not printed yet: all their scenarios were not applicable
+        if rule.rule.id not in printed:
+            _say(report.rule_line(rule))
+    code = exit_code(rule_results, options.allow_skips)
+    info = report.RunInfo(options.title(), options.mode, options.effective_profile())
+    lists = [known_failing, known_flaky]
+    report.write_summary(report_dir / "summary.md", info, rule_results, scenarios, lists, code)
+    report.write_junit(report_dir / "junit.xml", info, scenarios)
+    report.write_results(report_dir / "results.json", info, rule_results, scenarios, lists, code)
+    for patterns in lists:
+        for entry in patterns.unmatched():
+            _say(f"note: {patterns.name} entry {entry.pattern!r} ({entry.where}) matched no scenario")
+    _say(f"report: {report_dir / 'summary.md'}")
+    _say(report.closing_line(rule_results, scenarios))
+    _say(f"exit code {code}: {report.EXIT_MEANING[code]}")
+    return code
+
+
+def _retry_flaky(run: _Run, known_flaky: PatternList) -> None:
+    for _ in range(run.options.flaky_retries):
+        again = [n for n, r in run.results.items()
+                 if r.outcome == FAILED and known_flaky.matches(r.info)]
+        if not again:
+            return
+        run.run_process(nodeids=again)
+
+
+def _exit_on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)  # the finally clauses stop what the run started
+
+
+def _log_tail(path: Path, limit: int = 3000) -> str:
+    try:
+        return path.read_text(errors="replace")[-limit:]
+    except OSError:
+        return "(no output)"
+
+

@@ -9,16 +9,39 @@ from __future__ import annotations
 
 import itertools
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
-from choo_reference.jobs import Event, Job, JobNotFound
+
+@dataclass(frozen=True)
+class ScriptedEvent:
+    """An event as a job manager hands it to a watch servicer."""
+
+    sequence: int
+    event_type: str
+    unit_id: str = ""
+    payload_json: str = "{}"
+    timestamp_ns: int = 0  # nanoseconds since the Unix epoch, UTC
+
+
+@dataclass(frozen=True)
+class ScriptedJob:
+    job_id: str
+    status: str
+
+
+class UnknownJob(LookupError):
+    """The seam's "no such job" (a LookupError)."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job not found: {job_id}")
+        self.job_id = job_id
 
 
 class Script:
     """How a job's feed behaves."""
 
-    def feed(self) -> "ScriptedFeed":
+    def feed(self) -> ScriptedFeed:
         raise NotImplementedError
 
 
@@ -27,7 +50,7 @@ class Scripted(Script):
     """Yields these events (whatever from_sequence was), then closes or
     stays open without more."""
 
-    events: Sequence[Event]
+    events: Sequence[ScriptedEvent]
     closes: bool = True
 
     def feed(self):
@@ -46,7 +69,7 @@ class Firehose(Script):
 
     def feed(self):
         events = (
-            Event(n, "task.backpressure", "unit-1", f'{{"n": {n}}}', n)
+            ScriptedEvent(n, "task.backpressure", "unit-1", f'{{"n": {n}}}', n)
             for n in itertools.count(1)
         )
         return ScriptedFeed(events, closes=False)
@@ -78,14 +101,14 @@ class SubscriptionRecord:
     job_id: str
     from_sequence: int
     feed: ScriptedFeed
-    wake: object
+    wake: Callable[[], None]
     released: threading.Event = field(default_factory=threading.Event)
 
 
 class ScriptedJobManager:
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._jobs: dict[str, Job] = {}
+        self._jobs: dict[str, ScriptedJob] = {}
         self._scripts: dict[str, Script] = {}
         self.subscriptions: list[SubscriptionRecord] = []
 
@@ -93,7 +116,7 @@ class ScriptedJobManager:
 
     def add_job(self, job_id: str, status: str, script: Script | None = None) -> None:
         with self._lock:
-            self._jobs[job_id] = Job(job_id=job_id, status=status)
+            self._jobs[job_id] = ScriptedJob(job_id=job_id, status=status)
             self._scripts[job_id] = script or Blocking()
 
     def set_script(self, job_id: str, script: Script) -> None:
@@ -114,17 +137,17 @@ class ScriptedJobManager:
 
     # -- the JobManager interface -------------------------------------------
 
-    def get_job(self, job_id: str) -> Job:
+    def get_job(self, job_id: str) -> ScriptedJob:
         with self._lock:
             try:
                 return self._jobs[job_id]
             except KeyError:
-                raise JobNotFound(job_id) from None
+                raise UnknownJob(job_id) from None
 
     def subscribe(self, job_id: str, from_sequence: int, wake):
         with self._lock:
             if job_id not in self._jobs:
-                raise JobNotFound(job_id)
+                raise UnknownJob(job_id)
             record = SubscriptionRecord(job_id, from_sequence, self._scripts[job_id].feed(), wake)
             self.subscriptions.append(record)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 # Re-check interval for conditions nobody signals. Waiting on an Event that is
 # never set yields the thread without busy-looping.

@@ -5,9 +5,8 @@ from __future__ import annotations
 import grpc
 from pytest_bdd import given, parsers, then, when
 
-from choo_reference.jobs import COMPLETED, RUNNING
-
-from .common import (
+from .contract import COMPLETED, RUNNING
+from .fixtures import (
     EVENTUALLY,
     PROMPTLY,
     event_fields,
@@ -108,6 +107,13 @@ def _assert_status(watch, code: str, details: str | None, timeout: float):
 @then(parsers.parse('the watch ends with status {code} and details "{details}"'))
 def watch_ends_with_details(world, code, details):
     _assert_status(world.watch(), code, details, EVENTUALLY)
+
+
+@then(parsers.parse('the watch ends with status {code} and details naming "{text}"'))
+def watch_ends_naming(world, code, text):
+    _assert_status(world.watch(), code, None, EVENTUALLY)
+    details = world.watch().status.details
+    assert text in details, f"details {details!r} do not name {text!r}"
 
 
 @then(parsers.re(r"the watch ends with status (?P<code>[A-Z_]+)$"))

@@ -22,35 +22,36 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!choo/conformance/v1/control.proto\x12\x13\x63hoo.conformance.v1\"2\n\x10\x43reateJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\"#\n\x11\x43reateJobResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"F\n\tEventSpec\x12\x12\n\nevent_type\x18\x01 \x01(\t\x12\x0f\n\x07unit_id\x18\x02 \x01(\t\x12\x14\n\x0cpayload_json\x18\x03 \x01(\t\"U\n\x13\x41ppendEventsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12.\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x1e.choo.conformance.v1.EventSpec\")\n\x14\x41ppendEventsResponse\x12\x11\n\tsequences\x18\x01 \x03(\x05\"A\n\x10\x46inishJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"\x13\n\x11\x46inishJobResponse\"*\n\x18ListSubscriptionsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"3\n\x0cSubscription\x12\x15\n\rfrom_sequence\x18\x01 \x01(\x05\x12\x0c\n\x04open\x18\x02 \x01(\x08\"U\n\x19ListSubscriptionsResponse\x12\x38\n\rsubscriptions\x18\x01 \x03(\x0b\x32!.choo.conformance.v1.Subscription2\xa5\x03\n\x12\x43onformanceControl\x12Z\n\tCreateJob\x12%.choo.conformance.v1.CreateJobRequest\x1a&.choo.conformance.v1.CreateJobResponse\x12\x63\n\x0c\x41ppendEvents\x12(.choo.conformance.v1.AppendEventsRequest\x1a).choo.conformance.v1.AppendEventsResponse\x12Z\n\tFinishJob\x12%.choo.conformance.v1.FinishJobRequest\x1a&.choo.conformance.v1.FinishJobResponse\x12r\n\x11ListSubscriptions\x12-.choo.conformance.v1.ListSubscriptionsRequest\x1a..choo.conformance.v1.ListSubscriptionsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!choo/conformance/v1/control.proto\x12\x13\x63hoo.conformance.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"2\n\x10\x43reateJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\"#\n\x11\x43reateJobResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"F\n\tEventSpec\x12\x12\n\nevent_type\x18\x01 \x01(\t\x12\x0f\n\x07unit_id\x18\x02 \x01(\t\x12\x14\n\x0cpayload_json\x18\x03 \x01(\t\"U\n\x13\x41ppendEventsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12.\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x1e.choo.conformance.v1.EventSpec\"Y\n\x14\x41ppendEventsResponse\x12\x11\n\tsequences\x18\x01 \x03(\x05\x12.\n\ntimestamps\x18\x02 \x03(\x0b\x32\x1a.google.protobuf.Timestamp\"A\n\x10\x46inishJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"\x13\n\x11\x46inishJobResponse\"*\n\x18ListSubscriptionsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"3\n\x0cSubscription\x12\x15\n\rfrom_sequence\x18\x01 \x01(\x05\x12\x0c\n\x04open\x18\x02 \x01(\x08\"U\n\x19ListSubscriptionsResponse\x12\x38\n\rsubscriptions\x18\x01 \x03(\x0b\x32!.choo.conformance.v1.Subscription2\xa5\x03\n\x12\x43onformanceControl\x12Z\n\tCreateJob\x12%.choo.conformance.v1.CreateJobRequest\x1a&.choo.conformance.v1.CreateJobResponse\x12\x63\n\x0c\x41ppendEvents\x12(.choo.conformance.v1.AppendEventsRequest\x1a).choo.conformance.v1.AppendEventsResponse\x12Z\n\tFinishJob\x12%.choo.conformance.v1.FinishJobRequest\x1a&.choo.conformance.v1.FinishJobResponse\x12r\n\x11ListSubscriptions\x12-.choo.conformance.v1.ListSubscriptionsRequest\x1a..choo.conformance.v1.ListSubscriptionsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'choo.conformance.v1.control_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CREATEJOBREQUEST']._serialized_start=58
-  _globals['_CREATEJOBREQUEST']._serialized_end=108
-  _globals['_CREATEJOBRESPONSE']._serialized_start=110
-  _globals['_CREATEJOBRESPONSE']._serialized_end=145
-  _globals['_EVENTSPEC']._serialized_start=147
-  _globals['_EVENTSPEC']._serialized_end=217
-  _globals['_APPENDEVENTSREQUEST']._serialized_start=219
-  _globals['_APPENDEVENTSREQUEST']._serialized_end=304
-  _globals['_APPENDEVENTSRESPONSE']._serialized_start=306
-  _globals['_APPENDEVENTSRESPONSE']._serialized_end=347
-  _globals['_FINISHJOBREQUEST']._serialized_start=349
-  _globals['_FINISHJOBREQUEST']._serialized_end=414
-  _globals['_FINISHJOBRESPONSE']._serialized_start=416
-  _globals['_FINISHJOBRESPONSE']._serialized_end=435
-  _globals['_LISTSUBSCRIPTIONSREQUEST']._serialized_start=437
-  _globals['_LISTSUBSCRIPTIONSREQUEST']._serialized_end=479
-  _globals['_SUBSCRIPTION']._serialized_start=481
-  _globals['_SUBSCRIPTION']._serialized_end=532
-  _globals['_LISTSUBSCRIPTIONSRESPONSE']._serialized_start=534
-  _globals['_LISTSUBSCRIPTIONSRESPONSE']._serialized_end=619
-  _globals['_CONFORMANCECONTROL']._serialized_start=622
-  _globals['_CONFORMANCECONTROL']._serialized_end=1043
+  _globals['_CREATEJOBREQUEST']._serialized_start=91
+  _globals['_CREATEJOBREQUEST']._serialized_end=141
+  _globals['_CREATEJOBRESPONSE']._serialized_start=143
+  _globals['_CREATEJOBRESPONSE']._serialized_end=178
+  _globals['_EVENTSPEC']._serialized_start=180
+  _globals['_EVENTSPEC']._serialized_end=250
+  _globals['_APPENDEVENTSREQUEST']._serialized_start=252
+  _globals['_APPENDEVENTSREQUEST']._serialized_end=337
+  _globals['_APPENDEVENTSRESPONSE']._serialized_start=339
+  _globals['_APPENDEVENTSRESPONSE']._serialized_end=428
+  _globals['_FINISHJOBREQUEST']._serialized_start=430
+  _globals['_FINISHJOBREQUEST']._serialized_end=495
+  _globals['_FINISHJOBRESPONSE']._serialized_start=497
+  _globals['_FINISHJOBRESPONSE']._serialized_end=516
+  _globals['_LISTSUBSCRIPTIONSREQUEST']._serialized_start=518
+  _globals['_LISTSUBSCRIPTIONSREQUEST']._serialized_end=560
+  _globals['_SUBSCRIPTION']._serialized_start=562
+  _globals['_SUBSCRIPTION']._serialized_end=613
+  _globals['_LISTSUBSCRIPTIONSRESPONSE']._serialized_start=615
+  _globals['_LISTSUBSCRIPTIONSRESPONSE']._serialized_end=700
+  _globals['_CONFORMANCECONTROL']._serialized_start=703
+  _globals['_CONFORMANCECONTROL']._serialized_end=1124
 # @@protoc_insertion_point(module_scope)

@@ -1,0 +1,221 @@
+"""What the steps talk to: a daemon under test, whatever carries the calls.
+
+`DaemonTarget` holds everything the two transports share: the client-side
+calls, the set-up operations of the conformance control service (create a
+job, append events, finish it, list its subscriptions), the naming of a
+scenario's jobs, and the clean-up that checks no subscription leaked. The
+in-process target (grpc_testing) and the remote one (a real channel) supply
+the transport: a unary call, a watch, and a stalled reader.
+"""
+
+from __future__ import annotations
+
+import functools
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import grpc
+from choo.conformance.v1 import control_pb2
+from choo.v1 import daemon_pb2
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from .contract import CONTROL_SERVICE, DAEMON_SERVICE
+from .stream import ReceivedStream, Status
+from .wait import wait_until
+
+# The deadline of every unary call the suite makes.
+CALL_DEADLINE_S = 10.0
+# The deadline of a WatchJob call: it lasts as long as its job, but never
+# longer than a scenario may.
+WATCH_DEADLINE_S = 300.0
+
+
+class UnaryCall(Protocol):
+    def result(self, timeout: float) -> tuple[Any, Status | None]:
+        """(response, status); (None, None) if no answer came in time."""
+
+
+class Watch(ReceivedStream):
+    """One WatchJob call as its client sees it."""
+
+    job_id = ""  # the job it watches, as sent
+
+    def cancel(self) -> None:
+        raise NotImplementedError
+
+    def drop_connection(self) -> None:
+        raise NotImplementedError
+
+    def join(self, timeout: float) -> None:
+        raise NotImplementedError
+
+
+class ControlError(AssertionError):
+    """A set-up call of the conformance control service failed: the scenario
+    cannot go on, and the daemon is to blame (it fails the scenario)."""
+
+
+@dataclass
+class JobState:
+    job_id: str
+    status: str
+    error: str
+
+
+def timestamp_ns(stamp: Timestamp) -> int:
+    return stamp.seconds * 1_000_000_000 + stamp.nanos
+
+
+class DaemonTarget:
+    """A daemon under test, driven through DaemonService and, for set-up,
+    ConformanceControl."""
+
+    def __init__(self) -> None:
+        # Scenarios name their jobs ("job-9"); each scenario's names map to
+        # fresh ids, so scenarios sharing a daemon never collide.
+        self._scope = uuid.uuid4().hex[:8]
+        self._names: dict[str, str] = {}
+        self._started: list[UnaryCall] = []  # StartJob calls: stopped at the end
+        self.calls: list[Watch] = []
+        # job id -> {sequence: timestamp in ns} as AppendEvents reported them
+        self.recorded_times: dict[str, dict[int, int]] = {}
+
+    # -- the transport ----------------------------------------------------------
+
+    def _unary(self, service: str, method: str, request, timeout: float) -> UnaryCall:
+        raise NotImplementedError
+
+    def _open_watch(self, request: daemon_pb2.WatchJobRequest) -> Watch:
+        raise NotImplementedError
+
+    def stall(self, watch: Watch) -> None:
+        """The watch's transport stops accepting messages."""
+        raise NotImplementedError
+
+    def unstall(self, watch: Watch) -> None:
+        raise NotImplementedError
+
+    def restart(self) -> list[str]:
+        """Stop as a crash would and start again on the same data."""
+        raise NotImplementedError
+
+    # -- the client side ----------------------------------------------------------
+
+    def job_id(self, name: str) -> str:
+        return self._names.get(name, name)
+
+    def watch(self, job: str, from_sequence: int = 0) -> Watch:
+        request = daemon_pb2.WatchJobRequest(job_id=self.job_id(job), from_sequence=from_sequence)
+        watch = self._open_watch(request)
+        watch.job_id = request.job_id
+        self.calls.append(watch)
+        return watch
+
+    def call(self, method: str, request) -> UnaryCall:
+        if hasattr(request, "job_id") and request.job_id in self._names:
+            request.job_id = self._names[request.job_id]
+        call = self._unary(DAEMON_SERVICE.full_name, method, request, CALL_DEADLINE_S)
+        if method == "StartJob":
+            self._started.append(call)
+        return call
+
+    def begin_shutdown(self) -> None:
+        """Shutdown(wait_for_jobs=false), not waiting for the answer."""
+        self.shutdown_call = self.call("Shutdown", daemon_pb2.ShutdownRequest(wait_for_jobs=False))
+
+    def _call_ok(self, service: str, method: str, request):
+        call = self._unary(service, method, request, CALL_DEADLINE_S)
+        response, status = call.result(CALL_DEADLINE_S + 1)
+        if status is None or status.code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            raise ControlError(f"{method} did not answer within {CALL_DEADLINE_S:g} s")
+        if status.code != grpc.StatusCode.OK:
+            raise ControlError(f"{method} failed: {status}")
+        return response
+
+    def job(self, job: str) -> JobState:
+        response = self._call_ok(DAEMON_SERVICE.full_name, "GetJobStatus",
+                                 daemon_pb2.GetJobStatusRequest(job_id=self.job_id(job)))
+        return JobState(response.job_id, response.status, response.error)
+
+    def events(self, job: str) -> list:
+        """Every event of a job as a watch from 1 returns it (the job must be
+        terminal, so that the watch ends)."""
+        watch = self.watch(job, 1)
+        status = watch.wait_for_status(CALL_DEADLINE_S * 3)
+        assert status is not None, f"a watch of job {job} from 1 did not end"
+        assert status.code == grpc.StatusCode.OK, f"a watch of job {job} from 1 ended {status}"
+        return watch.received()
+
+    # -- set-up through the control service --------------------------------------
+
+    def _control(self, method: str, request):
+        return self._call_ok(CONTROL_SERVICE.full_name, method, request)
+
+    def create_job(self, name: str, status: str) -> str:
+        wanted = f"{name}-{self._scope}" if name else ""
+        response = self._control("CreateJob", control_pb2.CreateJobRequest(job_id=wanted, status=status))
+        self._names[name] = response.job_id
+        return response.job_id
+
+    def append_events(self, job: str, specs: Sequence[tuple[str, str, str]]) -> list[int]:
+        job_id = self.job_id(job)
+        response = self._control("AppendEvents", control_pb2.AppendEventsRequest(
+            job_id=job_id,
+            events=[control_pb2.EventSpec(event_type=t, unit_id=u, payload_json=p) for t, u, p in specs]))
+        sequences = list(response.sequences)
+        stamps = list(getattr(response, "timestamps", ()))
+        if stamps:
+            assert len(stamps) == len(sequences), (
+                f"AppendEvents returned {len(sequences)} sequences but {len(stamps)} timestamps")
+            times = self.recorded_times.setdefault(job_id, {})
+            times.update(zip(sequences, map(timestamp_ns, stamps)))
+        return sequences
+
+    def finish_job(self, job: str, status: str, error: str = "") -> None:
+        self._control("FinishJob", control_pb2.FinishJobRequest(
+            job_id=self.job_id(job), status=status, error=error))
+
+    def subscriptions(self, job: str) -> list[tuple[int, bool]]:
+        response = self._control("ListSubscriptions",
+                                 control_pb2.ListSubscriptionsRequest(job_id=self.job_id(job)))
+        return [(s.from_sequence, s.open) for s in response.subscriptions]
+
+    def _all_released(self, job: str) -> bool:
+        return not self.open_subscriptions(job)
+
+    def open_subscriptions(self, job: str) -> int:
+        return sum(1 for _, is_open in self.subscriptions(job) if is_open)
+
+    # -- the end of a scenario -------------------------------------------------------
+
+    def close(self, timeout: float = 5.0) -> list[str]:
+        """Cancel what is still open and stop the scenario's jobs; returns the
+        problems found: subscriptions that outlived their watches."""
+        for watch in self.calls:
+            if not watch.is_over():
+                watch.cancel()
+        for watch in self.calls:
+            watch.join(timeout)
+        self._stop_started_jobs()
+        problems = []
+        for name, job_id in self._names.items():
+            try:
+                if not self.open_subscriptions(name):
+                    continue
+            except ControlError:
+                continue  # the daemon is gone (a scenario shut it down)
+            if not wait_until(functools.partial(self._all_released, name), timeout):
+                problems.append(f"job {job_id} still has open subscriptions after its watches ended")
+        return problems
+
+    def _stop_started_jobs(self) -> None:
+        """A daemon shared by scenarios must not keep running the work of a
+        scenario that is over."""
+        for call in self._started:
+            response, status = call.result(CALL_DEADLINE_S)
+            if status is None or status.code != grpc.StatusCode.OK:
+                continue
+            self._unary(DAEMON_SERVICE.full_name, "StopJob", daemon_pb2.StopJobRequest(
+                job_id=response.job_id, force=True), CALL_DEADLINE_S).result(CALL_DEADLINE_S)

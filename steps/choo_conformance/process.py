@@ -1,0 +1,146 @@
+"""A daemon under test as a process: started from a command line, waited on
+until it answers Health, and stopped with its whole process group however a
+run ends. The one class that starts and stops daemons, for the suite, the
+repository's tests and the benchmarks."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+
+import grpc
+from choo.v1 import daemon_pb2, daemon_pb2_grpc
+
+STARTUP_TIMEOUT_S = 20.0
+STOP_TIMEOUT_S = 15.0
+
+# Called with the process group of every daemon started, so that whoever
+# runs the suite can stop what a killed run leaves behind.
+on_start: list[Callable[[int], None]] = []
+
+
+class DaemonNeverHealthy(RuntimeError):
+    """The daemon did not answer Health in time, or exited first."""
+
+
+class DaemonProcess:
+    """`command` with `{socket}` and `{db}` replaced by paths in a private
+    folder (or the ones given). Each start is a new process on the same
+    socket and database, so a restart keeps the daemon's data."""
+
+    def __init__(self, command: str | list[str], *, socket: str | None = None,
+                 db: str | None = None, folder: str | None = None, cwd: str | None = None,
+                 env: dict[str, str] | None = None) -> None:
+        self.argv_template = shlex.split(command) if isinstance(command, str) else list(command)
+        # Unix socket paths hold ~107 bytes: keep the folder short.
+        self.folder = folder or tempfile.mkdtemp(prefix="choo-", dir="/tmp")
+        self.socket = socket or os.path.join(self.folder, "d.sock")
+        self.db = db or os.path.join(self.folder, "d.db")
+        self.address = f"unix://{self.socket}"
+        self.log_path = os.path.join(self.folder, "daemon.log")
+        self.cwd = cwd
+        self.env = env
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def argv(self) -> list[str]:
+        return [part.format(socket=self.socket, db=self.db) for part in self.argv_template]
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None, "the daemon was never started"
+        return self.proc.pid
+
+    def launch(self) -> subprocess.Popen:
+        """Start the process without waiting for it to serve."""
+        with open(self.log_path, "ab") as log:
+            # A session of its own: the daemon and whatever it starts are one
+            # process group that stop() can end.
+            self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=subprocess.STDOUT, start_new_session=True,
+                                         cwd=self.cwd, env=self.env)
+        for callback in on_start:
+            callback(self.proc.pid)
+        return self.proc
+
+    def start(self, timeout: float = STARTUP_TIMEOUT_S) -> DaemonProcess:
+        self.launch()
+        if not self.wait_healthy(timeout):
+            self.kill()
+            raise DaemonNeverHealthy(
+                f"the daemon did not answer Health on {self.address} within {timeout:.0f} s "
+                f"(command: {shlex.join(self.argv)}); its output:\n{self.log_tail()}")
+        return self
+
+    def wait_healthy(self, timeout: float) -> bool:
+        """Whether Health answers (any answer) before the deadline or the exit."""
+        deadline = time.monotonic() + timeout
+        with grpc.insecure_channel(self.address) as channel:
+            stub = daemon_pb2_grpc.DaemonServiceStub(channel)
+            while time.monotonic() < deadline:
+                if self.proc is None or self.proc.poll() is not None:
+                    return False
+                try:
+                    # Blocks until the channel connects or the short deadline passes.
+                    stub.Health(daemon_pb2.HealthRequest(), timeout=0.5, wait_for_ready=True)
+                    return True
+                except grpc.RpcError:
+                    continue
+        return False
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def wait_exit(self, timeout: float) -> int | None:
+        """The exit code, or None if it still runs after timeout."""
+        if self.proc is None:
+            return None
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def signal(self, signum: int) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signum)
+
+    def kill(self) -> None:
+        """SIGKILL to the whole process group."""
+        if self.proc is None:
+            return
+        kill_group(self.proc.pid)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        """Shutdown without waiting for jobs, SIGTERM if it refuses, SIGKILL
+        to the group if it lingers; the group is killed in every case."""
+        if self.running():
+            try:
+                with grpc.insecure_channel(self.address) as channel:
+                    daemon_pb2_grpc.DaemonServiceStub(channel).Shutdown(
+                        daemon_pb2.ShutdownRequest(wait_for_jobs=False), timeout=STOP_TIMEOUT_S)
+            except grpc.RpcError:
+                self.signal(signal.SIGTERM)
+            self.wait_exit(STOP_TIMEOUT_S)
+        self.kill()
+
+    def log_tail(self, limit: int = 4000) -> str:
+        try:
+            with open(self.log_path, "rb") as log:
+                log.seek(0, os.SEEK_END)
+                log.seek(max(0, log.tell() - limit))
+                return log.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+
+def kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass  # already gone

@@ -1,0 +1,8 @@
+"""Binds every feature file to pytest: one test per scenario (per example of
+an outline). Which target a scenario talks to is the `target` fixture's
+choice (choo_conformance.fixtures)."""
+
+from choo_conformance.plugin import FEATURES
+from pytest_bdd import scenarios
+
+scenarios(*sorted(str(path) for path in FEATURES.glob("*.feature")))

@@ -1,0 +1,67 @@
+"""In-process implementations that misbehave the way the runner must cope
+with (`--implementation tests.runner_doubles:NAME`): each is the reference,
+with one fault. Faults that should happen once per test read the flag file
+named by CHOO_TEST_FLAG: the first process to find it missing creates it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from types import SimpleNamespace
+
+from choo_reference import in_process
+from choo_reference.job_store import JobStore
+
+
+def _first_time() -> bool:
+    try:
+        os.close(os.open(os.environ["CHOO_TEST_FLAG"], os.O_CREAT | os.O_EXCL))
+        return True
+    except FileExistsError:
+        return False
+
+
+def _deaf_daemon(data_dir):
+    """Hangs the pytest process where its own scenario clock cannot reach:
+    SIGALRM is blocked in the main thread, which then waits for good."""
+    if _first_time():
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+        threading.Event().wait()
+    return in_process.daemon(data_dir)
+
+
+deaf_once = SimpleNamespace(daemon=_deaf_daemon, watch_servicer=in_process.watch_servicer)
+
+
+def _flaky_watch_servicer(job_manager):
+    """The first time: an empty job_id is not refused (W1 fails)."""
+    servicer, begin_shutdown = in_process.watch_servicer(job_manager)
+    if _first_time():
+        watch = servicer.WatchJob
+
+        def accepts_empty(request, context):
+            return iter(()) if not request.job_id else watch(request, context)
+
+        servicer.WatchJob = accepts_empty
+    return servicer, begin_shutdown
+
+
+flaky_once = SimpleNamespace(daemon=in_process.daemon, watch_servicer=_flaky_watch_servicer)
+
+
+class _NeverReleases(JobStore):
+    """A subscription is never given back: only the clean-up after a
+    scenario can see it."""
+
+    def subscribe(self, job_id, from_sequence, wake):
+        feed, _ = super().subscribe(job_id, from_sequence, wake)
+        return feed, lambda: None
+
+
+def _never_releasing_daemon(data_dir):
+    return in_process.ReferenceInstance(data_dir, _NeverReleases(in_process.database(data_dir)))
+
+
+never_releases = SimpleNamespace(daemon=_never_releasing_daemon,
+                                 watch_servicer=in_process.watch_servicer)

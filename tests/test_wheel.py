@@ -1,0 +1,83 @@
+"""The suite as an implementer installs it: wheels built from this
+repository, installed into a fresh virtual environment outside the checkout,
+run from an unrelated directory against the reference daemon over a socket.
+
+The suite's wheel carries the feature files and needs nothing of the
+repository; without an implementation to run in process it says so and exits
+2; the reference daemon's wheel runs without pytest.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run(argv, cwd, timeout=600):
+    run = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    assert run.returncode == 0, f"{argv} failed:\n{run.stdout[-3000:]}{run.stderr[-3000:]}"
+    return run
+
+
+@pytest.fixture(scope="module")
+def wheels(tmp_path_factory) -> dict[str, Path]:
+    dist = tmp_path_factory.mktemp("dist")
+    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+          "-w", str(dist), str(ROOT / "proto"), str(ROOT / "reference_server"), str(ROOT)], ROOT)
+    found = {path.name.split("-")[0]: path for path in dist.glob("*.whl")}
+    assert set(found) == {"choo_proto", "choo_reference", "choo_conformance"}, found
+    return found
+
+
+def test_the_suite_wheel_carries_its_features_and_no_generic_top_level_names(wheels):
+    names = zipfile.ZipFile(wheels["choo_conformance"]).namelist()
+    features = [n for n in names if n.startswith("choo_conformance/features/") and n.endswith(".feature")]
+    assert len(features) == len(list((ROOT / "features").glob("*.feature")))
+    assert "choo_conformance/pytest.ini" in names
+    top_level = {n.split("/")[0] for n in names if not n.startswith("choo_conformance-")}
+    assert top_level == {"choo_conformance"}, top_level
+
+
+def test_installed_from_wheels_the_suite_judges_the_reference_daemon(wheels, tmp_path):
+    venv = tmp_path / "venv"
+    _run([sys.executable, "-m", "venv", str(venv)], tmp_path)
+    python = venv / "bin" / "python"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    # A directory with a pytest configuration of its own must not change what runs.
+    (elsewhere / "pytest.ini").write_text("[pytest]\naddopts = --this-option-does-not-exist\n")
+
+    _run([str(python), "-m", "pip", "install", "-q", str(wheels["choo_proto"]),
+          str(wheels["choo_conformance"])], elsewhere)
+    alone = subprocess.run([str(venv / "bin" / "choo-conformance"), "--report", "r0"],
+                           cwd=elsewhere, capture_output=True, text=True, timeout=300)
+    assert alone.returncode == 2, alone.stdout + alone.stderr
+    assert "choo-reference, is not installed" in alone.stderr
+
+    _run([str(python), "-m", "pip", "install", "-q", str(wheels["choo_reference"])], elsewhere)
+    imports = _run([str(python), "-c", "import sys, choo_reference.cli, choo_reference.daemon; "
+                    "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+                    "('pytest', 'pytest_bdd', 'grpc_testing', 'choo_conformance')))"], elsewhere)
+    assert imports.stdout.strip() == "[]", "the daemon imports the suite or its test tools"
+
+    daemon = f"{venv / 'bin' / 'choo-ref'} daemon --socket {{socket}} --db {{db}} --conformance-control"
+    run = subprocess.run([str(venv / "bin" / "choo-conformance"), "--server-cmd", daemon,
+                          "--profile", "reference", "--report", "report"], cwd=elsewhere, capture_output=True, text=True,
+                         timeout=900)
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    results = json.loads((elsewhere / "report" / "results.json").read_text())
+    verdicts = {r["id"]: r["verdict"] for r in results["rules"]}
+    assert set(verdicts.values()) == {"PASS"}, verdicts
+    assert len(verdicts) >= 28
+    # Only the scripted rows cannot run over a socket, and the report says why.
+    not_applicable = [s for s in results["scenarios"] if s["verdict"] == "N/A"]
+    assert not_applicable and all("in process only" in s["detail"] for s in not_applicable)
