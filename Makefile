@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: conformance test venv proto bench repeat clean
+.PHONY: conformance test check venv wheels proto bench repeat clean
 
 # The three parts of the repository, installed editable: the wire contract,
 # the reference daemon and the suite (see pyproject.toml).
@@ -28,9 +28,21 @@ conformance: $(STAMP)
 		--server-cmd '$(REFERENCE_DAEMON)' || status=1; \
 	exit $$status
 
-## Every test: unit, property, stress, crash, and the feature files.
-test: $(STAMP)
+## Every test: the checks, then unit, property, stress, crash, the feature
+## files, the runner, and the suite installed from its wheels.
+test: check
 	$(PY) -m pytest -q
+
+## The linter, the type checker, and the layering contract (pyproject.toml).
+check: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+## The three wheels (choo-proto, choo-conformance, choo-reference) in dist/.
+wheels: $(STAMP)
+	rm -rf dist
+	$(PY) -m pip wheel --quiet --no-deps --no-build-isolation -w dist ./proto ./reference_server .
 
 ## Only create the virtual environment (for running choo-ref by hand).
 venv: $(STAMP)
@@ -44,7 +56,7 @@ repeat: $(STAMP)
 	$(PY) -m pytest steps/choo_conformance/scenarios -q -p no:randomly --count=50
 
 clean:
-	rm -rf $(VENV) conformance-report report.json
+	rm -rf $(VENV) conformance-report report.json dist build
 
 ## The performance targets (docs/PERFORMANCE.md) against the reference daemon and the plain-grpcio
 ## ceiling: prints the table, writes bench/results/ (docs/PERFORMANCE.md).

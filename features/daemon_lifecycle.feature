@@ -72,3 +72,14 @@ Feature: The daemon's health and shutdown
         | GetJobStatus | %s%s%s%n                  |
         | ListJobs     | RUNNING                   |
         | WatchJob     | {"job": 1}                |
+
+  @R11
+  Rule: R11 After Shutdown has answered, every new call is UNAVAILABLE
+
+    @ends_daemon
+    Scenario: Every call after Shutdown has answered is UNAVAILABLE
+      Given a job that has completed
+      When a client asks the daemon to shut down without waiting
+      Then the call answers success with 0 jobs stopped
+      When a client calls every RPC of the service
+      Then every one of those calls fails with status UNAVAILABLE

@@ -40,3 +40,11 @@ def test_every_rule_has_one_heading_in_id_order():
 def test_no_rule_heading_is_malformed():
     bad = malformed_rule_headings(SPEC.read_text(encoding="utf-8"))
     assert not bad, f"rule headings not written `### <ID> — <title>`: {bad}"
+
+
+def test_the_feature_files_declare_the_same_rules_with_the_same_titles():
+    from choo_conformance.rules import contract_rules
+
+    declared = {rule.id: rule.title for rule in contract_rules().values()}
+    specified = dict(rule_headings(SPEC.read_text(encoding="utf-8")))
+    assert declared == specified

@@ -44,6 +44,9 @@ def _rpc(method):
     @functools.wraps(method)
     def handler(self, request, context):
         try:
+            if self.shutdown_done.is_set():
+                # Shutdown has answered: the daemon is on its way out (R11).
+                raise _Abort(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
             return method(self, request, context)
         except _Abort as abort:
             context.abort(abort.code, shorten(abort.details, MAX_DETAILS))

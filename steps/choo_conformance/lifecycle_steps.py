@@ -489,3 +489,29 @@ def start_answers(target, world, tmp_path, folder, status):
     _, call_status = world.last_call.result(EVENTUALLY)
     assert call_status is not None and call_status.code == grpc.StatusCode.OK, f"got {call_status}"
     assert response.status == status
+
+
+@when("a client calls every RPC of the service")
+def call_every_rpc(target, world):
+    job_id = world.jobs.ids["completed"]
+    world.every_call = {
+        "StartJob": target.call("StartJob", daemon_pb2.StartJobRequest(
+            tasks_dir=world.jobs.folders["waiting"], target_branch="main",
+            repo_path=str(world.jobs.repo))),
+        "StopJob": target.call("StopJob", daemon_pb2.StopJobRequest(job_id=job_id)),
+        "GetJobStatus": target.call("GetJobStatus", daemon_pb2.GetJobStatusRequest(job_id=job_id)),
+        "ListJobs": target.call("ListJobs", daemon_pb2.ListJobsRequest()),
+        "Health": target.call("Health", daemon_pb2.HealthRequest()),
+        "Shutdown": target.call("Shutdown", daemon_pb2.ShutdownRequest()),
+    }
+    world.watches["default"] = target.watch(job_id, 1)
+
+
+@then(parsers.parse("every one of those calls fails with status {code}"))
+def every_call_fails(world, code):
+    expected = status_code(code)
+    answers = {method: call.result(EVENTUALLY)[1] for method, call in world.every_call.items()}
+    answers["WatchJob"] = world.watch().wait_for_status(EVENTUALLY)
+    wrong = {method: str(status) for method, status in answers.items()
+             if status is None or status.code != expected}
+    assert not wrong, f"expected {expected.name} from every call; got {wrong}"

@@ -1,0 +1,66 @@
+"""The reference daemon as an in-process implementation for the conformance
+suite (the suite's seam: `choo_conformance.seam`).
+
+The suite finds this module by name and drives its servicers through
+grpc_testing; nothing here imports the suite, whose protocols these objects
+meet by shape.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, Mapping
+
+from choo.conformance.v1 import control_pb2
+from choo.v1 import daemon_pb2
+
+from .control import ConformanceControlServicer
+from .job_store import JobStore
+from .jobs import JobManager
+from .orchestrator import Orchestrator
+from .servicer import DaemonServicer
+from .shutdown import ShutdownSignal
+
+DAEMON_SERVICE = daemon_pb2.DESCRIPTOR.services_by_name["DaemonService"].full_name
+CONTROL_SERVICE = control_pb2.DESCRIPTOR.services_by_name["ConformanceControl"].full_name
+
+
+class ReferenceInstance:
+    """The daemon's parts on one database file, without the socket."""
+
+    def __init__(self, data_dir: str | os.PathLike[str], store: JobStore | None = None) -> None:
+        self.store = store if store is not None else JobStore(database(data_dir))
+        self.orchestrator = Orchestrator(self.store)
+        self.shutdown = ShutdownSignal()
+        self._servicers = {
+            DAEMON_SERVICE: DaemonServicer(self.orchestrator, self.shutdown),
+            CONTROL_SERVICE: ConformanceControlServicer(self.orchestrator),
+        }
+
+    @property
+    def servicers(self) -> Mapping[str, object]:
+        return self._servicers
+
+    def crash(self) -> None:
+        """Stop as a killed daemon would: nothing is finished or flushed on
+        the way down; the database keeps what was committed."""
+        self.shutdown.trigger()  # open watches end, as their connections would
+        self.orchestrator.crash()
+
+    def close(self) -> None:
+        self.shutdown.trigger()
+        self.orchestrator.shutdown(wait_for_jobs=False, timeout_s=0)
+        self.store.close()
+
+
+def database(data_dir: str | os.PathLike[str]) -> str:
+    return os.path.join(data_dir, "daemon.db")
+
+
+def daemon(data_dir: str | os.PathLike[str]) -> ReferenceInstance:
+    return ReferenceInstance(data_dir)
+
+
+def watch_servicer(job_manager: JobManager) -> tuple[DaemonServicer, Callable[[], object]]:
+    shutdown = ShutdownSignal()
+    return DaemonServicer(job_manager, shutdown), shutdown.trigger

@@ -1,0 +1,199 @@
+"""The choo.v1.DaemonService servicer: request checking and status codes
+(R1-R10); the work is the job manager's."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import threading
+
+import grpc
+
+from choo.v1 import daemon_pb2, daemon_pb2_grpc
+
+from . import __version__
+from .convert import timestamp
+from .orchestrator import AlreadyStopped, Conflict
+from .jobs import STATUSES, Job, JobManager, JobNotFound, is_terminal, shorten
+from .shutdown import ShutdownSignal
+from .task_plan import PlanError
+from .async_watch import LoopWaker, watch_job_async
+from .watch import SHUTTING_DOWN, watch_job
+
+log = logging.getLogger("choo-ref")
+
+INT32_MAX = 2**31 - 1
+# Status details go percent-encoded in a trailer that clients refuse past
+# 8 KiB; messages quote client input, so they are cut to 1 KiB of UTF-8.
+MAX_DETAILS = 1024
+
+
+class _Abort(Exception):
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(details)
+        self.code = code
+        self.details = details
+
+
+def _rpc(method):
+    """Turns the job manager's errors into the statuses of the contract:
+    unknown job NOT_FOUND; unreadable input INVALID_ARGUMENT; a request that
+    contradicts a job's state FAILED_PRECONDITION."""
+
+    @functools.wraps(method)
+    def handler(self, request, context):
+        try:
+            if self.shutdown_done.is_set():
+                # Shutdown has answered: the daemon is on its way out (R11).
+                raise _Abort(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
+            return method(self, request, context)
+        except _Abort as abort:
+            context.abort(abort.code, shorten(abort.details, MAX_DETAILS))
+        except JobNotFound as error:
+            context.abort(grpc.StatusCode.NOT_FOUND, str(error))
+        except PlanError as error:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          shorten(f"cannot read the tasks: {error}", MAX_DETAILS))
+        except NotADirectoryError as error:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, shorten(str(error), MAX_DETAILS))
+        except (Conflict, AlreadyStopped) as error:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, shorten(str(error), MAX_DETAILS))
+
+    return handler
+
+
+def _require(value: str, field: str) -> None:
+    if not value:
+        raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, f"{field} is required")
+
+
+def _refuse_during_shutdown(signal: ShutdownSignal) -> None:
+    if signal.is_set():
+        raise _Abort(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
+
+
+def _set_time(field, ns: int) -> None:
+    if ns:
+        field.CopyFrom(timestamp(ns))
+
+
+class DaemonServicer(daemon_pb2_grpc.DaemonServiceServicer):
+    def __init__(
+        self,
+        jobs: JobManager,
+        shutdown: ShutdownSignal | None = None,
+        version: str = __version__,
+    ) -> None:
+        self.jobs = jobs
+        self.shutdown = shutdown if shutdown is not None else ShutdownSignal()
+        self.version = version
+        # Set once a Shutdown call has stopped the jobs and answered; the
+        # daemon process then stops serving and removes its socket.
+        self.shutdown_done = threading.Event()
+
+    @_rpc
+    def StartJob(self, request, context):
+        _require(request.tasks_dir, "tasks_dir")
+        _require(request.target_branch, "target_branch")
+        _require(request.repo_path, "repo_path")
+        for field in ("tasks_dir", "repo_path"):
+            if "\x00" in getattr(request, field):
+                raise _Abort(grpc.StatusCode.INVALID_ARGUMENT,
+                             f"{field} contains a NUL character, which no path can hold")
+        if request.parallelism < 0:
+            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT,
+                         f"parallelism must be 0 (one unit per CPU) or more, got {request.parallelism}")
+        _refuse_during_shutdown(self.shutdown)
+        job_id, status = self.jobs.start_job(
+            tasks_dir=request.tasks_dir, target_branch=request.target_branch,
+            feature_branch=request.feature_branch, parallelism=request.parallelism,
+            repo_path=request.repo_path,
+        )
+        return daemon_pb2.StartJobResponse(job_id=job_id, status=status)
+
+    @_rpc
+    def StopJob(self, request, context):
+        _require(request.job_id, "job_id")
+        message = self.jobs.stop_job(request.job_id, request.force)
+        return daemon_pb2.StopJobResponse(success=True, message=message)
+
+    @_rpc
+    def GetJobStatus(self, request, context):
+        _require(request.job_id, "job_id")
+        job = self.jobs.get_job(request.job_id)
+        response = daemon_pb2.GetJobStatusResponse(
+            job_id=job.job_id, status=job.status, error=job.error,
+            units=[
+                daemon_pb2.UnitStatus(
+                    unit_id=u.unit_id, status=u.status, tasks_complete=u.tasks_complete,
+                    tasks_total=u.tasks_total, pr_number=u.pr_number,
+                )
+                for u in job.units
+            ],
+        )
+        _set_time(response.started_at, job.started_at_ns)
+        if is_terminal(job.status):
+            _set_time(response.completed_at, job.completed_at_ns)
+        return response
+
+    @_rpc
+    def ListJobs(self, request, context):
+        unknown = sorted(set(request.status_filter) - set(STATUSES))
+        if unknown:
+            raise _Abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"unknown status {shorten(', '.join(map(repr, unknown)))}; valid statuses are "
+                + ", ".join(STATUSES),
+            )
+        return daemon_pb2.ListJobsResponse(
+            jobs=[_summary(job) for job in self.jobs.list_jobs(tuple(request.status_filter))]
+        )
+
+    def WatchJob(self, request, context):
+        return watch_job(self.jobs, self.shutdown, request, context)
+
+    @_rpc
+    def Shutdown(self, request, context):
+        if request.timeout_seconds < 0:
+            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT,
+                         f"timeout_seconds must be 0 (30 s) or more, got {request.timeout_seconds}")
+        if not self.shutdown.trigger():
+            raise _Abort(grpc.StatusCode.FAILED_PRECONDITION, "shutdown already in progress")
+        log.info("shutting down (wait_for_jobs=%s, timeout %ss)",
+                 request.wait_for_jobs, request.timeout_seconds or 30)
+        stopped = self.jobs.shutdown(request.wait_for_jobs, float(request.timeout_seconds))
+        self.shutdown_done.set()
+        return daemon_pb2.ShutdownResponse(success=True, jobs_stopped=min(stopped, INT32_MAX))
+
+    @_rpc
+    def Health(self, request, context):
+        return daemon_pb2.HealthResponse(
+            healthy=not self.shutdown.is_set(),
+            active_jobs=min(self.jobs.active_count(), INT32_MAX),
+            version=self.version,
+        )
+
+
+def _summary(job: Job) -> daemon_pb2.JobSummary:
+    summary = daemon_pb2.JobSummary(
+        job_id=job.job_id, feature_branch=job.feature_branch, status=job.status,
+        units_complete=sum(1 for u in job.units if u.status == "completed"),
+        units_total=len(job.units),
+    )
+    _set_time(summary.started_at, job.started_at_ns)
+    return summary
+
+
+class AsyncWatchServicer(DaemonServicer):
+    """The servicer for a grpc.aio server: WatchJob is a coroutine; the other
+    RPCs stay plain functions, which the server runs on its thread pool."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._waker = None
+
+    async def WatchJob(self, request, context):
+        if self._waker is None:
+            self._waker = LoopWaker(asyncio.get_running_loop())
+        await watch_job_async(self.jobs, self.shutdown, self._waker, request, context)

@@ -1,0 +1,372 @@
+"""Read a tasks_dir in choo's layout into a Plan.
+
+Layout::
+
+    tasks_dir/
+      <unit folder>/
+        IMPLEMENTATION_PLAN.md   front matter: unit: <id>, depends_on: [unit ids]
+        01-first.md              front matter: task: 1, backpressure: "<cmd>",
+        02-second.md                           depends_on: [task numbers]
+
+Hidden entries and files that are not unit material (non-.md files, .md files
+not named NN-name.md) are ignored. Anything malformed raises PlanError, whose
+message names the offending file and says what is wrong with it.
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+import re
+from dataclasses import dataclass
+from typing import Any, Hashable, Mapping, Sequence, TypeVar
+
+import yaml
+from frontmatter.default_handlers import YAMLHandler
+
+PLAN_FILE = "IMPLEMENTATION_PLAN.md"
+TASK_FILE_PATTERN = re.compile(r"^(\d{2,})-(.+)\.md$")
+
+_YAML = YAMLHandler()
+
+K = TypeVar("K", bound=Hashable)
+
+
+class PlanError(ValueError):
+    """A tasks_dir that cannot be read or parsed. str() is "<path>: <reason>"."""
+
+    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
+        self.path = os.fspath(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    number: int
+    title: str
+    backpressure: str
+    depends_on: tuple[int, ...]
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class Unit:
+    unit_id: str
+    path: str  # the unit folder
+    depends_on: tuple[str, ...]
+    tasks: tuple[Task, ...]  # dependency order, ties by number
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    units: tuple[Unit, ...]  # dependency order, ties by unit id
+
+    def unit(self, unit_id: str) -> Unit:
+        """The unit with this id; raises KeyError."""
+        for unit in self.units:
+            if unit.unit_id == unit_id:
+                return unit
+        raise KeyError(unit_id)
+
+    @property
+    def task_count(self) -> int:
+        return sum(len(unit.tasks) for unit in self.units)
+
+
+def load_plan(tasks_dir: str | os.PathLike[str]) -> Plan:
+    """Parse tasks_dir; raises PlanError naming the file and the reason."""
+    root = os.path.abspath(os.fspath(tasks_dir))
+    unit_dirs = _unit_dirs(root)
+    if not unit_dirs:
+        raise PlanError(
+            root,
+            f"no unit folders (expected sub-folders each holding {PLAN_FILE})",
+        )
+
+    units: dict[str, Unit] = {}
+    for unit_dir in unit_dirs:
+        unit = _load_unit(unit_dir)
+        if unit.unit_id in units:
+            raise PlanError(
+                os.path.join(unit_dir, PLAN_FILE),
+                f"duplicate unit id {unit.unit_id!r} "
+                f"(also declared in {os.path.join(units[unit.unit_id].path, PLAN_FILE)})",
+            )
+        units[unit.unit_id] = unit
+
+    for unit in units.values():
+        for dep in unit.depends_on:
+            if dep not in units:
+                raise PlanError(
+                    os.path.join(unit.path, PLAN_FILE),
+                    f"depends_on names unknown unit {dep!r} "
+                    f"(known units: {', '.join(sorted(units))})",
+                )
+
+    ids = sorted(units)
+    order, cycle = _toposort(ids, {uid: units[uid].depends_on for uid in ids})
+    if cycle:
+        raise PlanError(
+            os.path.join(units[cycle[0]].path, PLAN_FILE),
+            "unit dependency cycle: " + " -> ".join(cycle),
+        )
+    return Plan(units=tuple(units[uid] for uid in order))
+
+
+def _unit_dirs(root: str) -> list[str]:
+    try:
+        entries = sorted(os.scandir(root), key=lambda e: e.name)
+    except FileNotFoundError:
+        raise PlanError(root, "tasks_dir does not exist") from None
+    except NotADirectoryError:
+        raise PlanError(root, "tasks_dir is not a directory") from None
+    except OSError as exc:
+        raise PlanError(root, f"cannot read tasks_dir: {_os_reason(exc)}") from None
+    dirs = []
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue
+        try:
+            is_dir = entry.is_dir()
+        except OSError:
+            is_dir = False
+        if is_dir:
+            dirs.append(entry.path)
+    return dirs
+
+
+def _load_unit(unit_dir: str) -> Unit:
+    plan_path = os.path.join(unit_dir, PLAN_FILE)
+    try:
+        names = sorted(os.listdir(unit_dir))
+    except OSError as exc:
+        raise PlanError(unit_dir, f"cannot read unit folder: {_os_reason(exc)}") from None
+    if PLAN_FILE not in names:
+        raise PlanError(unit_dir, f"unit folder has no {PLAN_FILE}")
+
+    meta, _ = _read_front_matter(plan_path)
+    unit_id = meta.get("unit")
+    if unit_id is None:
+        raise PlanError(plan_path, "front matter: 'unit' is required")
+    if not isinstance(unit_id, str):
+        raise PlanError(plan_path, "front matter: 'unit' must be a string")
+    if not unit_id.strip():
+        raise PlanError(plan_path, "front matter: 'unit' must not be empty")
+    unit_deps = _depends_on(
+        meta, plan_path, lambda v: isinstance(v, str) and v.strip() != "", "unit ids"
+    )
+
+    tasks: dict[int, Task] = {}
+    for name in names:
+        if name.startswith(".") or not TASK_FILE_PATTERN.match(name):
+            continue
+        path = os.path.join(unit_dir, name)
+        if not os.path.isfile(path):
+            continue
+        task = _load_task(path, name)
+        if task.number in tasks:
+            raise PlanError(
+                path,
+                f"duplicate task number {task.number} "
+                f"(also used by {os.path.basename(tasks[task.number].path)})",
+            )
+        tasks[task.number] = task
+    if not tasks:
+        raise PlanError(
+            unit_dir, f"unit {unit_id!r} has no task files (expected NN-name.md)"
+        )
+
+    for task in tasks.values():
+        for dep in task.depends_on:
+            if dep not in tasks:
+                raise PlanError(
+                    task.path,
+                    f"depends_on names unknown task {dep} (unit {unit_id!r} "
+                    f"has tasks {', '.join(str(n) for n in sorted(tasks))})",
+                )
+
+    numbers = sorted(tasks)
+    order, cycle = _toposort(numbers, {n: tasks[n].depends_on for n in numbers})
+    if cycle:
+        raise PlanError(
+            tasks[cycle[0]].path,
+            f"task dependency cycle in unit {unit_id!r}: "
+            + " -> ".join(str(n) for n in cycle),
+        )
+    return Unit(
+        unit_id=unit_id,
+        path=unit_dir,
+        depends_on=unit_deps,
+        tasks=tuple(tasks[n] for n in order),
+    )
+
+
+def _load_task(path: str, name: str) -> Task:
+    meta, body = _read_front_matter(path)
+    number = meta.get("task")
+    if number is None:
+        raise PlanError(path, "front matter: 'task' is required")
+    # bool is an int subclass; `task: yes` is a mistake, not task 1.
+    if not isinstance(number, int) or isinstance(number, bool):
+        raise PlanError(path, "front matter: 'task' must be an integer")
+    command = meta.get("backpressure")
+    if command is None:
+        raise PlanError(path, "front matter: 'backpressure' is required")
+    if not isinstance(command, str):
+        raise PlanError(path, "front matter: 'backpressure' must be a string")
+    if not command.strip():
+        raise PlanError(path, "front matter: 'backpressure' must not be empty")
+    deps = _depends_on(
+        meta,
+        path,
+        lambda v: isinstance(v, int) and not isinstance(v, bool),
+        "task numbers",
+    )
+    return Task(
+        number=number,
+        title=_title(body, fallback=name),
+        backpressure=command,
+        depends_on=deps,
+        path=path,
+    )
+
+
+def _read_front_matter(path: str) -> tuple[dict[str, Any], str]:
+    """The YAML front matter as a dict, and the body after it."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as exc:
+        raise PlanError(path, f"cannot read: {_os_reason(exc)}") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise PlanError(path, f"not valid UTF-8 (byte {exc.start})") from None
+
+    lead = len(text) - len(text.lstrip())
+    stripped = text[lead:]
+    opening = _YAML.FM_BOUNDARY.match(stripped)
+    if opening is None:
+        raise PlanError(path, "no front matter (the file must start with a '---' line)")
+    # YAML error marks count lines from where the front matter text begins.
+    first_line = text.count("\n", 0, lead + opening.end()) + 1
+    try:
+        fm, body = _YAML.split(stripped)
+    except ValueError:
+        raise PlanError(path, "front matter: no closing '---' line") from None
+    try:
+        meta = _YAML.load(fm)
+    except yaml.YAMLError as exc:
+        raise PlanError(
+            path, f"front matter: invalid YAML: {_yaml_reason(exc, first_line)}"
+        ) from None
+    if meta is None:
+        meta = {}
+    if not isinstance(meta, dict):
+        raise PlanError(
+            path,
+            f"front matter: expected key: value pairs, got a {type(meta).__name__}",
+        )
+    return meta, body
+
+
+def _depends_on(
+    meta: Mapping[str, Any], path: str, valid: Any, what: str
+) -> tuple[Any, ...]:
+    value = meta.get("depends_on")
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(valid(v) for v in value):
+        raise PlanError(path, f"front matter: 'depends_on' must be a list of {what}")
+    return tuple(dict.fromkeys(value))  # drop repeats, keep order
+
+
+def _title(body: str, fallback: str) -> str:
+    """The first '# ' heading outside fenced code blocks, else the fallback."""
+    fence = ""
+    for line in body.splitlines():
+        marker = line.lstrip(" ")[:3]
+        if fence:
+            if marker == fence:
+                fence = ""
+            continue
+        if marker in ("```", "~~~"):
+            fence = marker
+            continue
+        if line.startswith("# "):
+            title = line[2:].strip().rstrip("#").strip()
+            if title:
+                return title
+    return fallback
+
+
+def _toposort(
+    nodes: Sequence[K], deps: Mapping[K, Sequence[K]]
+) -> tuple[list[K], list[K]]:
+    """Order nodes so each follows its deps, ties broken by position in nodes.
+
+    Returns (order, []) or, when there is a cycle, ([], cycle) where cycle
+    starts and ends at the same node: a -> b -> a reads "a depends on b,
+    which depends on a".
+    """
+    index = {node: i for i, node in enumerate(nodes)}
+    waiting = {node: set(deps[node]) for node in nodes}
+    dependents: dict[K, list[K]] = {node: [] for node in nodes}
+    for node in nodes:
+        for dep in waiting[node]:
+            dependents[dep].append(node)
+    ready = [index[node] for node in nodes if not waiting[node]]
+    heapq.heapify(ready)
+    order: list[K] = []
+    while ready:
+        node = nodes[heapq.heappop(ready)]
+        order.append(node)
+        for dependent in dependents[node]:
+            waiting[dependent].discard(node)
+            if not waiting[dependent]:
+                heapq.heappush(ready, index[dependent])
+    if len(order) == len(nodes):
+        return order, []
+
+    # Every node left still waits on another node left, so walking from any
+    # of them along its first unmet dependency must come round to a node
+    # already seen.
+    seen: dict[K, int] = {}
+    path: list[K] = []
+    node = next(n for n in nodes if waiting[n])
+    while node not in seen:
+        seen[node] = len(path)
+        path.append(node)
+        node = min(waiting[node], key=index.__getitem__)
+    cycle = path[seen[node] :]
+    first = min(range(len(cycle)), key=lambda i: index[cycle[i]])
+    cycle = cycle[first:] + cycle[:first]
+    return [], cycle + [cycle[0]]
+
+
+def _os_reason(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
+def _yaml_reason(exc: yaml.YAMLError, first_line: int) -> str:
+    if isinstance(exc, yaml.MarkedYAMLError):
+        parts = []
+        if exc.context:
+            where = exc.context_mark
+            parts.append(
+                exc.context
+                + (f" (line {first_line + where.line})" if where is not None else "")
+            )
+        if exc.problem:
+            where = exc.problem_mark
+            parts.append(
+                exc.problem
+                + (
+                    f" (line {first_line + where.line}, column {where.column + 1})"
+                    if where is not None
+                    else ""
+                )
+            )
+        return ", ".join(parts) or "syntax error"
+    return " ".join(str(exc).split())
