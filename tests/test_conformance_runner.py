@@ -5,17 +5,14 @@ results.json (tests/conformance_run.py)."""
 
 from __future__ import annotations
 
-import json
 import sys
 import xml.etree.ElementTree as ET
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from conformance_run import REFERENCE_DAEMON, ROOT, conformance
-
 from choo_conformance.process import DaemonProcess
 from choo_conformance.wait import wait_until
+from conformance_run import REFERENCE_DAEMON, ROOT, conformance
 
 
 def test_passing_rules_exit_0_with_every_report(tmp_path):

@@ -71,8 +71,8 @@ def test_installed_from_wheels_the_suite_judges_the_reference_daemon(wheels, tmp
 
     daemon = f"{venv / 'bin' / 'choo-ref'} daemon --socket {{socket}} --db {{db}} --conformance-control"
     run = subprocess.run([str(venv / "bin" / "choo-conformance"), "--server-cmd", daemon,
-                          "--profile", "reference", "--report", "report"], cwd=elsewhere, capture_output=True, text=True,
-                         timeout=900)
+                          "--profile", "reference", "--report", "report"],
+                         cwd=elsewhere, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
     results = json.loads((elsewhere / "report" / "results.json").read_text())
     verdicts = {r["id"]: r["verdict"] for r in results["rules"]}
