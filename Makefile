@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: conformance test check venv wheels proto bench repeat clean
+.PHONY: conformance test check venv wheels proto bench repeat mutants clean
 
 # The three parts of the repository, installed editable: the wire contract,
 # the reference daemon and the suite (see pyproject.toml).
@@ -16,15 +16,20 @@ $(STAMP): pyproject.toml proto/pyproject.toml reference_server/pyproject.toml
 	$(PY) -m pip install --quiet -e ./proto -e ./reference_server -e '.[dev]'
 	touch $(STAMP)
 
-REFERENCE_DAEMON := $(CURDIR)/$(VENV)/bin/choo-ref daemon --socket {socket} --db {db} --conformance-control
+REFERENCE_DAEMON := $(CURDIR)/$(VENV)/bin/choo-ref daemon --socket {socket} --db {db}
 
-## The suite against the reference implementation, in process and over a
-## real socket, with a report of each in conformance-report/.
+## The suite against the reference implementation: in process, over a real
+## socket (with the control service, in the reference profile), and black-box
+## over a socket (the daemon as an unmodified implementation would run it).
+## Each writes its report in conformance-report/.
 conformance: $(STAMP)
 	@status=0; \
 	$(VENV)/bin/choo-conformance --report conformance-report/in-process || status=1; \
 	echo; \
-	$(VENV)/bin/choo-conformance --report conformance-report/daemon \
+	$(VENV)/bin/choo-conformance --report conformance-report/daemon --profile reference \
+		--server-cmd '$(REFERENCE_DAEMON) --conformance-control' || status=1; \
+	echo; \
+	$(VENV)/bin/choo-conformance --report conformance-report/black-box \
 		--server-cmd '$(REFERENCE_DAEMON)' || status=1; \
 	exit $$status
 
@@ -50,6 +55,11 @@ venv: $(STAMP)
 ## Regenerate the protobuf code from proto/ (a test fails when it drifts).
 proto: $(STAMP)
 	$(PY) tools/genproto.py
+
+## Every mutant of tests/mutants/catalogue.py on both paths: fails when the
+## suite lets one survive (docs/SUITE_POWER.md).
+mutants: $(STAMP)
+	PYTHONPATH=$(CURDIR) $(PY) -m tests.mutants
 
 ## The feature files 50 times in a row: the flakiness check.
 repeat: $(STAMP)

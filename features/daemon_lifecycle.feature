@@ -50,6 +50,32 @@ Feature: The daemon's health and shutdown
       And the job ends "completed"
 
     @ends_daemon
+    Scenario: Shutdown waiting for jobs stops a job that outlives the timeout by force, and counts it
+      When a client starts a job on "waiting"
+      And the job's first command is running
+      And a client asks the daemon to shut down waiting up to 1 seconds
+      Then the call answers success with 1 job stopped
+      And the job ends "cancelled"
+      And the command "slow" task 1 is no longer running
+
+    @ends_daemon
+    Scenario: Shutdown waiting with a timeout of 0 waits (30 s), so a job that ends meanwhile completes
+      When a client starts a job on "waiting"
+      And the job's first command is running
+      And a client asks the daemon to shut down waiting up to 0 seconds
+      Then Health answers not healthy
+      And the command "slow" task 1 keeps running for a second
+      When the running command is released
+      Then the call answers success with 0 jobs stopped
+      And the job ends "completed"
+
+    @ends_daemon @daemon_process
+    Scenario: After Shutdown has answered, the daemon exits and its socket is gone
+      When a client asks the daemon to shut down without waiting
+      Then the call answers success with 0 jobs stopped
+      And the daemon process exits and its socket is gone
+
+    @ends_daemon
     Scenario: A second Shutdown is refused
       Given the daemon is shutting down, waiting for a running job
       When a client asks the daemon to shut down without waiting
@@ -72,6 +98,69 @@ Feature: The daemon's health and shutdown
         | GetJobStatus | %s%s%s%n                  |
         | ListJobs     | RUNNING                   |
         | WatchJob     | {"job": 1}                |
+
+    Scenario Outline: A NUL byte in any string field gets a status of the contract
+      When a client sends a <rpc> request whose <field> holds a NUL byte
+      Then the call answers OK or fails with one of the contract's codes
+      And Health still answers
+
+      Examples:
+        | rpc          | field          |
+        | StartJob     | tasks_dir      |
+        | StartJob     | target_branch  |
+        | StartJob     | feature_branch |
+        | StartJob     | repo_path      |
+        | StopJob      | job_id         |
+        | GetJobStatus | job_id         |
+        | ListJobs     | status_filter  |
+        | WatchJob     | job_id         |
+
+    Scenario Outline: Input too large for a later answer is refused when it arrives
+      When a client starts a job on "waiting" whose <field> is <megabytes> MB long
+      Then the call fails with status INVALID_ARGUMENT and details naming "<field>"
+      And ListJobs still answers
+      And Health still answers
+
+      Examples:
+        | field          | megabytes |
+        | feature_branch | 3         |
+        | target_branch  | 3         |
+
+    Scenario: A task whose title is 5 MB is refused when the job starts
+      Given a tasks folder "huge" whose task file "setup/01-step.md" has a title of 5 MB
+      When a client starts a job on "huge"
+      Then the call fails with status INVALID_ARGUMENT
+      And ListJobs still answers
+      And Health still answers
+
+    @wire
+    Scenario Outline: Request bytes that do not decode get INTERNAL or INVALID_ARGUMENT, never UNKNOWN
+      When a client sends <service> <rpc> bytes that do not decode: <how>
+      Then the call fails with status INTERNAL or INVALID_ARGUMENT
+      And Health still answers
+
+      Examples:
+        | service       | rpc          | how                        |
+        | DaemonService | StartJob     | a string that is not UTF-8 |
+        | DaemonService | StartJob     | a truncated message        |
+        | DaemonService | StopJob      | a string that is not UTF-8 |
+        | DaemonService | StopJob      | a truncated message        |
+        | DaemonService | GetJobStatus | a string that is not UTF-8 |
+        | DaemonService | GetJobStatus | a truncated message        |
+        | DaemonService | ListJobs     | a string that is not UTF-8 |
+        | DaemonService | ListJobs     | a truncated message        |
+        | DaemonService | WatchJob     | a string that is not UTF-8 |
+        | DaemonService | WatchJob     | a truncated message        |
+        | DaemonService | Shutdown     | a truncated message        |
+        | DaemonService | Health       | a truncated message        |
+
+      @control
+      Examples: the conformance control service
+        | service            | rpc               | how                        |
+        | ConformanceControl | CreateJob         | a string that is not UTF-8 |
+        | ConformanceControl | AppendEvents      | a truncated message        |
+        | ConformanceControl | FinishJob         | a string that is not UTF-8 |
+        | ConformanceControl | ListSubscriptions | a truncated message        |
 
   @R11
   Rule: R11 After Shutdown has answered, every new call is UNAVAILABLE

@@ -19,6 +19,21 @@ Feature: A job's event stream: numbering, replay, live hand-over, durability
       When a second client watches job "job-9" from sequence 1
       Then the second client receives exactly the events the first client received, every field identical
 
+    Scenario Outline: A replay from any sequence returns exactly what was delivered live
+      Given a running job "job-9k" that has recorded 5 events
+      When a client watches job "job-9k" from sequence 1
+      And the job "job-9k" records 300 more events in batches of 7 and completes
+      Then the client receives sequences 1-305 and the watch ends OK
+      When a second client watches job "job-9k" from sequence <k>
+      Then the second client receives exactly the events the first client received from sequence <k>, every field identical
+
+      Examples:
+        | k   |
+        | 2   |
+        | 6   |
+        | 257 |
+        | 305 |
+
   @W10
   Rule: W10 from_sequence is inclusive
 
@@ -72,6 +87,13 @@ Feature: A job's event stream: numbering, replay, live hand-over, durability
         | 5    | none     |
         | 50   | none     |
 
+    @volume
+    Scenario: A finished job replays every event, far past one read and past any in-memory window
+      Given a completed job "job-12big" that recorded 50000 events in batches of 1000
+      When clients watch job "job-12big" from sequences 1, 16385 and 49999
+      Then they receive sequences 1-50000, 16385-50000 and 49999-50000, and every watch ends OK
+      And every event they received carries the type, unit, payload and timestamp it was recorded with
+
   @W13
   Rule: W13 Replay hands over to live with no gap or duplicate
 
@@ -86,6 +108,13 @@ Feature: A job's event stream: numbering, replay, live hand-over, durability
       Then the client receives sequences 1-500 and the watch ends OK
       And the second client receives sequences 1-500 and the watch ends OK
 
+    Scenario: Watchers that join at many points of a fast stream each get every event once, in order
+      Given a running job "job-13r" that has recorded 20 events
+      When the job "job-13r" starts recording 3200 more events in batches of 1 to 4
+      And 300 clients join job "job-13r" while it records, each from up to 12 events back, and take 40 events
+      And the job "job-13r" has recorded all of them and completes
+      Then every one of those clients receives its events from where it joined, each once, in order
+
   @W14
   Rule: W14 A watcher gets every event up to the job's last, then OK
 
@@ -95,20 +124,42 @@ Feature: A job's event stream: numbering, replay, live hand-over, durability
       And the job "job-14" records 50 more events in batches of 7 and completes
       Then the client receives sequences 1-50 and the watch ends OK
 
+    @volume
+    Scenario: A watcher that joins far behind a running job gets every event up to its last, then OK
+      Given a running job "job-14big" that has recorded 50000 events in batches of 1000
+      When a client watches job "job-14big" from sequence 1
+      And the job "job-14big" records 10000 more events in batches of 1000 and completes
+      Then the client receives sequences 1-60000 and the watch ends OK
+
   @W15
   Rule: W15 A slow or stalled watcher blocks nothing and costs bounded memory
 
-    Scenario: A stalled watcher blocks neither the job nor the other watchers
+    @volume
+    Scenario: A stalled watcher blocks neither the job nor the other watchers, and later gets everything
       Given a running job "job-15" that has recorded 1 events
       When client "stalled" watches job "job-15" from sequence 0
       And client "live" watches job "job-15" from sequence 0
       And client "stalled" has received at least 1 events
       And the transport of client "stalled" stops accepting messages
-      And the job "job-15" records 10000 more events in batches of 100 and completes
-      Then client "live" receives sequences 1-10001 and its watch ends OK
+      And the job "job-15" records 50000 more events of 200 bytes in batches of 1000 and completes
+      Then client "live" receives sequences 1-50001 and its watch ends OK
       And client "stalled" has received at most 2 events
       When the transport of client "stalled" accepts messages again
-      Then client "stalled" receives sequences 1-10001 and its watch ends OK
+      Then client "stalled" receives sequences 1-50001 and its watch ends OK
+
+    @volume @daemon_process
+    Scenario: A stalled watcher's backlog does not grow the daemon's memory
+      Given a running job "job-15m" that has recorded 20000 events of 1000 bytes in batches of 500
+      When client "stalled" watches job "job-15m" from sequence 0
+      And client "stalled" has received at least 1 events
+      And the transport of client "stalled" stops accepting messages
+      And the job "job-15m" records 20000 more events of 1000 bytes in batches of 500
+      And the daemon's memory is measured
+      And the job "job-15m" records 50000 more events of 1000 bytes in batches of 500
+      Then the daemon's memory has grown by less than 25 MB since it was measured
+      When the transport of client "stalled" accepts messages again
+      And the job "job-15m" completes
+      Then client "stalled" receives sequences 1-90000 and its watch ends OK
 
   @W16
   Rule: W16 Many watchers see the identical sequence

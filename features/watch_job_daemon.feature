@@ -1,9 +1,11 @@
-@watch_job_daemon @control
+@watch_job_daemon
 Feature: The seed's WatchJob rules, against a whole daemon
   watch_job.feature checks the servicer alone, with a scripted job manager.
   These scenarios check the same rules end to end: jobs and events are set up
   the way the daemon records them, and whether a watch let go of its
-  subscription is read from the daemon (ListSubscriptions).
+  subscription is read from the daemon (ListSubscriptions). W1 and W2 need
+  no set-up, so they are checked in every profile; the others set up through
+  the control service.
 
   Background:
     Given the daemon keeps its events in a fresh database
@@ -24,7 +26,7 @@ Feature: The seed's WatchJob rules, against a whole daemon
       Then the watch ends with status NOT_FOUND and details naming "no-such-job"
       And the client received no events
 
-  @W3
+  @W3 @control
   Rule: W3 Every event reaches the client in order, intact; the stream ends OK
 
     Scenario: Every recorded event reaches the client in order, fields intact, then OK
@@ -34,7 +36,7 @@ Feature: The seed's WatchJob rules, against a whole daemon
       Then the client receives sequences 1-5 and the watch ends OK
       And every event the client received carries the type, unit, payload and timestamp it was recorded with
 
-  @W4
+  @W4 @control
   Rule: W4 from_sequence reaches the subscription unchanged
 
     Scenario: from_sequence reaches the subscription unchanged
@@ -43,7 +45,7 @@ Feature: The seed's WatchJob rules, against a whole daemon
       Then the client receives sequences 2-4 and the watch ends OK
       And the job "job-w4" has had exactly one subscription, from sequence 2
 
-  @W5
+  @W5 @control
   Rule: W5 A client that cancels is released promptly
 
     Scenario: A client that cancels has its subscription released within a second
@@ -53,7 +55,7 @@ Feature: The seed's WatchJob rules, against a whole daemon
       And the client cancels the watch
       Then within 1 second the job "job-w5" has 0 open subscriptions
 
-  @W6
+  @W6 @control
   Rule: W6 Shutdown ends open watches UNAVAILABLE
 
     @ends_daemon
@@ -64,7 +66,7 @@ Feature: The seed's WatchJob rules, against a whole daemon
       And the daemon starts shutting down
       Then within 1 second the watch ends with status UNAVAILABLE and details "daemon is shutting down"
 
-  @W7
+  @W7 @control
   Rule: W7 A failed delivery ends that watch only
 
     Scenario: A client that drops its connection mid-stream is released; others are unaffected
@@ -78,7 +80,7 @@ Feature: The seed's WatchJob rules, against a whole daemon
       When the job "job-w7" records 1 more event and completes
       Then client "steady" receives sequences 1-5001 and its watch ends OK
 
-  @W8
+  @W8 @control
   Rule: W8 A terminal job watched from 0 ends OK at once
 
     Scenario: A completed job with from_sequence 0 ends at once with no events

@@ -38,9 +38,13 @@ def test_passing_rules_exit_0_with_every_report(tmp_path):
             "event[from=0, expected=1-6]"] in scenario_ids
 
 
+# The reference with a W8 bug: a terminal job watched from 0 replays its history.
+W8_BUG = ("--implementation", "tests.mutants.implementation")
+W8_BUG_ENV = {"CHOO_MUTANT": "terminal-from-zero-replays"}
+
+
 def test_a_failing_rule_exits_1_and_names_what_differed(tmp_path):
-    verdict = conformance(tmp_path, "--rules", "W8", "--implementation",
-                          "tests.broken_servicers:replays_completed_job_from_zero")
+    verdict = conformance(tmp_path, "--rules", "W8", *W8_BUG, env=W8_BUG_ENV)
     assert verdict.code == 1, verdict.output()
     assert "FAIL    W8 " in verdict.stdout
     failed = [s for s in verdict.results["scenarios"] if s["verdict"] == "FAIL"]
@@ -62,12 +66,12 @@ def test_known_failing_patterns(tmp_path):
     known = tmp_path / "known-failing.txt"
     known.write_text(
         "# the W8 bug of this implementation\n"
-        "W8/watch_job/*   # only the scripted scenario fails in process\n"
+        "W8/watch_job*/*  # both W8 scenarios fail\n"
         "W3               # W3 passes: reported as XPASS, which fails the run\n"
         "W99\n".replace("W99\n", "") +
         "*/no_such_feature/*\n")
     verdict = conformance(tmp_path / "run", "--rules", "W8,W3", "--known-failing", str(known),
-                          "--implementation", "tests.broken_servicers:replays_completed_job_from_zero")
+                          *W8_BUG, env=W8_BUG_ENV)
     assert verdict.code == 1, verdict.output()
     assert verdict.rules == {"W8": "XFAIL", "W3": "XPASS"}
     assert "take it off the known-failing list" in verdict.stdout
@@ -75,9 +79,9 @@ def test_known_failing_patterns(tmp_path):
     assert "matched no scenario" in verdict.stdout
 
     # Without the XPASS entry the run passes: the known failure does not fail it.
-    known.write_text("W8/watch_job/*\n")
+    known.write_text("W8/watch_job*/*\n")
     verdict = conformance(tmp_path / "again", "--rules", "W8,W3", "--known-failing", str(known),
-                          "--implementation", "tests.broken_servicers:replays_completed_job_from_zero")
+                          *W8_BUG, env=W8_BUG_ENV)
     assert verdict.code == 0, verdict.output()
     assert verdict.rules == {"W8": "XFAIL", "W3": "PASS"}
 

@@ -5,6 +5,7 @@ the contract spells out."""
 from __future__ import annotations
 
 import grpc
+
 from choo.conformance.v1 import control_pb2
 from choo.v1 import daemon_pb2
 

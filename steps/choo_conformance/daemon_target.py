@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
 from choo.conformance.v1 import control_pb2
 from choo.v1 import daemon_pb2
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from .contract import CONTROL_SERVICE, DAEMON_SERVICE
 from .stream import ReceivedStream, Status
@@ -134,9 +135,24 @@ class DaemonTarget:
             raise ControlError(f"{method} failed: {status}")
         return response
 
+    def reopen(self) -> bool:
+        """Start the daemon again on its data after it has shut down (its
+        jobs' end is read back there); False if this target cannot."""
+        return False
+
     def job(self, job: str) -> JobState:
-        response = self._call_ok(DAEMON_SERVICE.full_name, "GetJobStatus",
-                                 daemon_pb2.GetJobStatusRequest(job_id=self.job_id(job)))
+        """The job's state. A daemon that has shut down (Shutdown ends it;
+        R11 has it refuse every call until then) is started again on its data
+        to read the state back."""
+        request = daemon_pb2.GetJobStatusRequest(job_id=self.job_id(job))
+        call = self._unary(DAEMON_SERVICE.full_name, "GetJobStatus", request, CALL_DEADLINE_S)
+        response, status = call.result(CALL_DEADLINE_S + 1)
+        gone = status is not None and status.code in (grpc.StatusCode.UNAVAILABLE,
+                                                      grpc.StatusCode.CANCELLED)
+        if gone and self.reopen():
+            response = self._call_ok(DAEMON_SERVICE.full_name, "GetJobStatus", request)
+        elif status is None or status.code != grpc.StatusCode.OK:
+            raise ControlError(f"GetJobStatus failed: {status or 'no answer'}")
         return JobState(response.job_id, response.status, response.error)
 
     def events(self, job: str) -> list:

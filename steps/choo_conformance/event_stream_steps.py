@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import os
+import random
+import re
 import threading
 
 import grpc
@@ -13,14 +17,19 @@ from .daemon_target import timestamp_ns
 from .fixtures import EVENTUALLY, proto_event_fields, status_code
 from .wait import wait_until
 
+NOTE = "héllo ✓ \"quoted\""
 
-def event_specs(start: int, count: int) -> list[tuple[str, str, str]]:
-    """Recognisable events: the payload names its own position, and carries
-    text that a careless encoder would mangle."""
-    return [
-        ("task.backpressure", f"unit-{n % 3}", json.dumps({"n": n, "note": "héllo ✓ \"quoted\""}))
-        for n in range(start, start + count)
-    ]
+
+def event_specs(start: int, count: int, size: int = 0) -> list[tuple[str, str, str]]:
+    """Recognisable events: the payload names its own position, carries text
+    that a careless encoder would mangle, and is padded to `size` bytes."""
+    specs = []
+    for n in range(start, start + count):
+        payload = json.dumps({"n": n, "note": NOTE})
+        if size > len(payload) + 10:
+            payload = payload[:-1] + ', "pad": "' + "p" * (size - len(payload) - 10) + '"}'
+        specs.append(("task.backpressure", f"unit-{n % 3}", payload))
+    return specs
 
 
 def parse_range(text: str) -> list[int]:
@@ -30,14 +39,30 @@ def parse_range(text: str) -> list[int]:
     return list(range(int(first), int(last) + 1))
 
 
-def record(target, world, job_id: str, count: int, batch: int | None = None) -> None:
-    done = world.recorded.get(job_id, 0)
+def time_for(count: int) -> float:
+    """How long to wait for `count` events to travel: the usual deadline,
+    plus a second per thousand."""
+    return EVENTUALLY + count / 1000
+
+
+def record(target, world, job: str, count: int, batch: int | None = None, size: int = 0) -> None:
+    done = world.recorded.get(job, 0)
     batch = batch or count or 1
     for start in range(0, count, batch):
         n = min(batch, count - start)
-        sequences = target.append_events(job_id, event_specs(done + start + 1, n))
-        assert sequences == list(range(done + start + 1, done + start + n + 1)), sequences
-    world.recorded[job_id] = done + count
+        sequences = target.append_events(job, event_specs(done + start + 1, n, size))
+        assert sequences == list(range(done + start + 1, done + start + n + 1)), (
+            f"AppendEvents numbered events {done + start + 1}-{done + start + n} as {sequences[:5]}...")
+    world.recorded[job] = done + count
+    if count:
+        world.sizes.setdefault(target.job_id(job), []).append((done + 1, done + count, size))
+
+
+def recorded_spec(world, job_id: str, sequence: int) -> tuple[str, str, str]:
+    """The (type, unit, payload) event `sequence` of a job was recorded with."""
+    size = next((size for first, last, size in world.sizes.get(job_id, ())
+                 if first <= sequence <= last), 0)
+    return event_specs(sequence, 1, size)[0]
 
 
 def _sequences(watch) -> list[int]:
@@ -45,9 +70,10 @@ def _sequences(watch) -> list[int]:
 
 
 def assert_receives_then_ok(watch, expected: list[int]) -> None:
-    status = watch.wait_for_status(EVENTUALLY)
+    deadline = time_for(len(expected))
+    status = watch.wait_for_status(deadline)
     assert status is not None, (
-        f"the watch had not ended after {EVENTUALLY} s; it had {len(watch.received())} events"
+        f"the watch had not ended after {deadline:g} s; it had {len(watch.received())} events"
     )
     got = _sequences(watch)
     assert got == expected, _describe_difference(got, expected)
@@ -70,15 +96,23 @@ def fresh_database(target, world):
     world.recorded = {}
 
 
-@given(parsers.parse('a running job "{job_id}" that has recorded {count:d} events'))
-def running_job_with_events(target, world, job_id, count):
+RECORDING = (r'(?P<count>\d+) (?:more )?events?(?: of (?P<size>\d+) bytes)?'
+             r'(?: in batches of (?P<batch>\d+))?(?P<one>, one at a time)?')
+
+
+def _int(text: str | None) -> int:
+    return int(text) if text else 0
+
+
+@given(parsers.re(r'a running job "(?P<job_id>[^"]+)" that has recorded ' + RECORDING + "$"))
+def running_job_with_events(target, world, job_id, count, size, batch, one):
     target.create_job(job_id, RUNNING)
-    record(target, world, job_id, count)
+    record(target, world, job_id, int(count), 1 if one else _int(batch), _int(size))
 
 
-@given(parsers.parse('a completed job "{job_id}" that recorded {count:d} events'))
-def completed_job_with_events(target, world, job_id, count):
-    running_job_with_events(target, world, job_id, count)
+@given(parsers.re(r'a completed job "(?P<job_id>[^"]+)" that recorded ' + RECORDING + "$"))
+def completed_job_with_events(target, world, job_id, count, size, batch, one):
+    running_job_with_events(target, world, job_id, count, size, batch, one)
     target.finish_job(job_id, COMPLETED)
 
 
@@ -91,24 +125,13 @@ def watched_to_the_end(target, world, job_id, n):
 # -- When -------------------------------------------------------------------
 
 
-@when(parsers.re(r'the job "(?P<job_id>[^"]+)" records (?P<count>\d+) more events? and completes'),
-      converters={"count": int})
-def records_and_completes(target, world, job_id, count):
-    record(target, world, job_id, count)
-    target.finish_job(job_id, COMPLETED)
-
-
-@when(parsers.parse('the job "{job_id}" records {count:d} more events in batches of {batch:d} and completes'))
-def records_batches_and_completes(target, world, job_id, count, batch):
-    record(target, world, job_id, count, batch)
-    target.finish_job(job_id, COMPLETED)
-
-
-@when(parsers.parse('the job "{job_id}" records {count:d} more events, one at a time'))
-def records_one_at_a_time(target, world, job_id, count):
-    # The watcher has caught up, so each of these is a hand-over from
-    # "nothing to read" to a live event.
-    record(target, world, job_id, count, 1)
+@when(parsers.re(r'the job "(?P<job_id>[^"]+)" records ' + RECORDING + "(?P<completes> and completes)?$"))
+def records(target, world, job_id, count, size, batch, one, completes):
+    # One at a time, after a watcher has caught up: each event is a hand-over
+    # from "nothing to read" to a live event.
+    record(target, world, job_id, int(count), 1 if one else _int(batch), _int(size))
+    if completes:
+        target.finish_job(job_id, COMPLETED)
 
 
 @when(parsers.parse('the job "{job_id}" starts recording {count:d} more events, one at a time'))
@@ -240,23 +263,59 @@ def job_failed_with(target, job_id, error):
     assert (job.status, job.error) == ("failed", error)
 
 
-@then(parsers.re(
-    r"every event the (?P<who>client|second client) received carries the type, unit, "
-    r"payload and timestamp it was recorded with"
-))
-def carries_recorded_fields(target, world, who):
-    watch = world.watch("second" if who == "second client" else "default")
+def assert_carries_recorded(target, world, watch) -> None:
+    """Every event the watch received is the one recorded: type, unit,
+    payload, and the timestamp AppendEvents reported (when it reports one;
+    a timestamp in any case)."""
     recorded = target.recorded_times.get(watch.job_id, {})
     for event in watch.received():
-        (want,) = event_specs(event.sequence, 1)
-        assert (event.event_type, event.unit_id, event.payload_json) == want, (
-            f"event {event.sequence} came back as {event}")
+        want = recorded_spec(world, watch.job_id, event.sequence)
+        got = (event.event_type, event.unit_id, event.payload_json)
+        assert got == want, f"event {event.sequence} came back as {got!r:.300}, recorded as {want!r:.300}"
         sent = timestamp_ns(event.timestamp)
         assert sent, f"event {event.sequence} came without a timestamp"
         if event.sequence in recorded:
             assert sent == recorded[event.sequence], (
                 f"event {event.sequence} carries timestamp {sent} ns, but AppendEvents "
                 f"recorded it at {recorded[event.sequence]} ns")
+
+
+@then(parsers.re(
+    r"every event the (?P<who>client|second client) received carries the type, unit, "
+    r"payload and timestamp it was recorded with"
+))
+def carries_recorded_fields(target, world, who):
+    assert_carries_recorded(target, world, world.watch("second" if who == "second client" else "default"))
+
+
+@when(parsers.re(r'clients watch job "(?P<job_id>[^"]+)" from sequences (?P<starts>[\d, and]+)$'))
+def clients_watch_from(target, world, job_id, starts):
+    world.group = [target.watch(job_id, int(n)) for n in re.split(r",\s*|\s+and\s+", starts)]
+
+
+@then(parsers.re(r"they receive sequences (?P<ranges>[\d\-, and]+), and every watch ends OK$"))
+def they_receive(world, ranges):
+    expected = [parse_range(r) for r in re.split(r",\s*|\s+and\s+", ranges)]
+    assert len(expected) == len(world.group)
+    for watch, want in zip(world.group, expected):
+        assert_receives_then_ok(watch, want)
+
+
+@then("every event they received carries the type, unit, payload and timestamp it was recorded with")
+def they_carry_recorded_fields(target, world):
+    for watch in world.group:
+        assert_carries_recorded(target, world, watch)
+
+
+@then(parsers.parse("the second client receives exactly the events the first client received from "
+                    "sequence {k:d}, every field identical"))
+def second_matches_first_from(world, k):
+    first, second = world.watch(), world.watch("second")
+    want = [proto_event_fields(e) for e in first.received() if e.sequence >= k]
+    assert_receives_then_ok(second, [fields[0] for fields in want])
+    got = [proto_event_fields(e) for e in second.received()]
+    assert got == want, next(f"event {w[0]}: replayed as {g!r:.300}, delivered live as {w!r:.300}"
+                             for g, w in zip(got, want) if g != w)
 
 
 @then(parsers.parse('the job "{job_id}" has had exactly one subscription, from sequence {n:d}'))
@@ -302,3 +361,117 @@ def second_starts_like_first(world, count):
     want = [proto_event_fields(e) for e in first.received()[:count]]
     got = [proto_event_fields(e) for e in second.received()[:count]]
     assert got == want
+
+
+# -- the hand-over race (W13) -------------------------------------------------------
+
+# Seeded, so that a failure can be replayed; the seed is in the failure message.
+RACE_SEED = 20261128
+
+
+@when(parsers.parse('the job "{job_id}" starts recording {count:d} more events in batches of 1 to {most:d}'))
+def starts_recording_random_batches(target, world, job_id, count, most):
+    rng = random.Random(RACE_SEED)
+    errors: list[BaseException] = []
+
+    def run():
+        try:
+            left = count
+            while left:
+                n = min(left, rng.randint(1, most))
+                record(target, world, job_id, n, n)
+                left -= n
+        except BaseException as error:  # reported by the step that joins
+            errors.append(error)
+
+    thread = threading.Thread(target=run, name=f"record-{job_id}", daemon=True)
+    world.background[job_id] = (thread, errors)
+    thread.start()
+
+
+@when(parsers.parse('{clients:d} clients join job "{job_id}" while it records, each from up to '
+                    '{back:d} events back, and take {take:d} events'))
+def clients_join_during_recording(target, world, clients, job_id, back, take):
+    """Joins spread over the stream: the i-th waits until the job has
+    recorded its share, then watches from a few events back, so that its
+    replay hands over to live delivery while events keep arriving. A watch
+    is cancelled once it has its `take` events, so that the race, not the
+    delivery of whole streams, is what is measured."""
+    rng = random.Random(RACE_SEED + 1)
+    thread, _ = world.background[job_id]
+    first = world.recorded.get(job_id, 0)
+    world.joins = joins = []
+    def recorded_at_least(count: int) -> bool:
+        return world.recorded.get(job_id, 0) >= count or not thread.is_alive()
+
+    for i in range(clients):
+        threshold = first + i * 10
+        assert wait_until(functools.partial(recorded_at_least, threshold), EVENTUALLY), (
+            f"the job recorded {world.recorded.get(job_id)} events, not {threshold}")
+        last = world.recorded.get(job_id, 0)
+        start = max(1, last - rng.randint(0, back))
+        joins.append((start, target.watch(job_id, start)))
+        for _, watch in joins:
+            if not watch.is_over() and len(watch.events) >= take:
+                watch.cancel()
+    world.marks["take"] = take
+
+
+@then("every one of those clients receives its events from where it joined, each once, in order")
+def joins_gap_free(world):
+    take = world.marks["take"]
+    failures = []
+    for start, watch in world.joins:
+        if not watch.wait_for_events(take, EVENTUALLY):
+            failures.append(f"from {start}: only {len(watch.received())} events, status {watch.status}")
+            continue
+        watch.cancel()
+        got = _sequences(watch)[:take]
+        if got != list(range(start, start + take)):
+            failures.append(f"from {start}: {_describe_difference(got, list(range(start, start + take)))}")
+    assert not failures, (f"{len(failures)} of {len(world.joins)} joins went wrong (seed {RACE_SEED}): "
+                          + "; ".join(failures[:5]))
+
+
+# -- what a stalled watcher costs (W15) ----------------------------------------------
+
+
+def process_group_rss_kb(pgid: int) -> int:
+    """Resident memory of every process in a process group, from /proc."""
+    total = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as stat:
+                if int(stat.read().rsplit(")", 1)[1].split()[2]) != pgid:
+                    continue
+            with open(f"/proc/{entry.name}/status") as status:
+                total += next((int(line.split()[1]) for line in status if line.startswith("VmRSS:")), 0)
+        except (OSError, ValueError):
+            continue
+    return total
+
+
+def _daemon_rss_kb(target) -> int:
+    process = getattr(target, "process", None)
+    assert process is not None and process.running(), "no daemon process to measure"
+    return process_group_rss_kb(process.pid)
+
+
+@when("the daemon's memory is measured")
+def memory_measured(target, world):
+    world.marks["rss_kb"] = _daemon_rss_kb(target)
+
+
+@then(parsers.parse("the daemon's memory has grown by less than {mb:d} MB since it was measured"))
+def memory_grew_less_than(target, world, mb):
+    grown_kb = _daemon_rss_kb(target) - world.marks["rss_kb"]
+    assert grown_kb < mb * 1024, (
+        f"the daemon's resident memory grew by {grown_kb / 1024:.1f} MB while a stalled watcher fell "
+        f"behind (the bound is {mb} MB): a watcher's backlog must not be held in memory")
+
+
+@when(parsers.parse('the job "{job_id}" completes'))
+def job_completes(target, job_id):
+    target.finish_job(job_id, COMPLETED)

@@ -67,6 +67,9 @@ class World:
         self.feed_events: list[ScriptedEvent] = []
         self.marks: dict[str, object] = {}
         self.recorded: dict[str, int] = {}  # job name -> events recorded so far
+        # job id -> (first, last, payload size) of each recording, to rebuild
+        # what each event was recorded with
+        self.sizes: dict[str, list[tuple[int, int, int]]] = {}
         self.background: dict[str, tuple] = {}  # job name -> (thread, errors)
 
     def watch(self, name: str = "default"):

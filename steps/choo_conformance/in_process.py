@@ -20,6 +20,7 @@ from pathlib import Path
 
 import grpc
 import grpc_testing
+
 from choo.v1 import daemon_pb2
 
 from .contract import CONTROL_SERVICE, DAEMON_SERVICE
@@ -297,6 +298,13 @@ class InProcessDaemon(DaemonTarget):
 
     def handler(self, call: WatchCall) -> HandlerRecord | None:
         return self.server.handler(call)
+
+    def reopen(self) -> bool:
+        problems = self.server.close()
+        assert not problems, problems
+        self.instance.close()
+        self._start()
+        return True
 
     def restart(self) -> list[str]:
         self.server.probe.open_all_gates()

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import grpc
-from choo.v1 import daemon_pb2
 from pytest_bdd import given, parsers, then, when
+
+from choo.v1 import daemon_pb2
 
 from .contract import CONTRACT_CODES
 from .fixtures import EVENTUALLY, PROMPTLY, status_code
@@ -17,11 +22,19 @@ from .wait import wait_until
 WAIT_FOR_RELEASE = "wait for the release"
 
 
+def _wait_until_released(started: str, release: str) -> str:
+    # Polls for the release file: a command cannot be woken otherwise.
+    return (f'touch "{started}"; i=0; while [ ! -e "{release}" ] && [ $i -lt 3000 ]; '
+            f'do sleep 0.02; i=$((i+1)); done')
+
+
 def _lever(text: str, workdir) -> str:
     if text == WAIT_FOR_RELEASE:
-        return (f'touch "{workdir}/started"; i=0; '
-                f'while [ ! -e "{workdir}/release" ] && [ $i -lt 3000 ]; '
-                f'do sleep 0.02; i=$((i+1)); done')
+        return _wait_until_released(f"{workdir}/started", f"{workdir}/release")
+    named = re.fullmatch(r'wait for "([\w.-]+)"', text)
+    if named:
+        name = named.group(1)
+        return _wait_until_released(f"{workdir}/started-{name}", f"{workdir}/release-{name}")
     return text
 
 
@@ -62,6 +75,19 @@ def write_tasks_folder(root, rows, workdir) -> None:
                 f"# Step {number} of {cell['unit']}\n")
 
 
+def make_repository(path: Path) -> None:
+    """A git repository with a commit on `main`, which an implementation may
+    insist on; a plain folder where git is missing."""
+    git = shutil.which("git")
+    if git is None:
+        return
+    env = {**os.environ, "GIT_AUTHOR_NAME": "choo conformance", "GIT_AUTHOR_EMAIL": "suite@invalid",
+           "GIT_COMMITTER_NAME": "choo conformance", "GIT_COMMITTER_EMAIL": "suite@invalid"}
+    for argv in ([git, "init", "-q", "-b", "main"],
+                 [git, "commit", "-q", "--allow-empty", "-m", "The scenario's repository"]):
+        subprocess.run(argv, cwd=path, env=env, check=True, capture_output=True, timeout=30)
+
+
 class Jobs:
     """The scenario's tasks folders, repository and started jobs."""
 
@@ -69,6 +95,7 @@ class Jobs:
         self.root = tmp_path
         self.repo = tmp_path / "repo"
         self.repo.mkdir()
+        make_repository(self.repo)
         self.folders: dict[str, str] = {}
         self.ids: dict[str, str] = {}  # label -> job id
         self.started: list[str] = []
@@ -328,6 +355,7 @@ def answers_jobs_stopped(world, count):
     assert (response.success, response.jobs_stopped) == (True, count)
 
 
+@when(parsers.parse('the job ends "{status}"'))
 @then(parsers.parse('the job ends "{status}"'))
 def job_ends(target, world, status):
     _wait_for_status(target, _last_job(world), status)
@@ -515,3 +543,91 @@ def every_call_fails(world, code):
     wrong = {method: str(status) for method, status in answers.items()
              if status is None or status.code != expected}
     assert not wrong, f"expected {expected.name} from every call; got {wrong}"
+
+
+@then(parsers.parse('the command "{unit}" task {task:d} keeps running for a second'))
+def command_keeps_running(world, unit, task):
+    # A bounded observation of something that must not happen: the daemon
+    # was asked to wait, so the command must not be stopped under it.
+    pid = int(_mark(world, unit, task, ".pid").read_text())
+    assert not wait_until(lambda: not process_alive(pid), 1.0), (
+        f"task {task} of unit {unit} was stopped although Shutdown was asked to wait for jobs")
+
+
+@then("the daemon process exits and its socket is gone")
+def daemon_exits(target):
+    process = target.process
+    code = process.wait_exit(EVENTUALLY)
+    assert code is not None, f"the daemon still runs {EVENTUALLY:g} s after Shutdown answered"
+    assert wait_until(lambda: not os.path.exists(process.socket), PROMPTLY), (
+        f"the daemon exited (code {code}) but left its socket {process.socket}")
+
+
+NUL_REQUESTS = {
+    "StartJob": lambda jobs, field: daemon_pb2.StartJobRequest(**{
+        "tasks_dir": jobs.folders["waiting"], "target_branch": "main", "feature_branch": "",
+        "repo_path": str(jobs.repo), field: "with\x00nul"}),
+    "StopJob": lambda jobs, field: daemon_pb2.StopJobRequest(job_id="with\x00nul"),
+    "GetJobStatus": lambda jobs, field: daemon_pb2.GetJobStatusRequest(job_id="with\x00nul"),
+    "ListJobs": lambda jobs, field: daemon_pb2.ListJobsRequest(status_filter=["running\x00"]),
+}
+
+
+@when(parsers.parse("a client sends a {rpc} request whose {field} holds a NUL byte"))
+def nul_request(target, world, tmp_path, rpc, field):
+    jobs = _jobs(world, tmp_path)
+    if rpc == "WatchJob":
+        world.watches["default"] = target.watch("with\x00nul", 0)
+        world.last_call = None
+        return
+    world.last_call = target.call(rpc, NUL_REQUESTS[rpc](jobs, field))
+
+
+@when(parsers.parse('a client starts a job on "{folder}" whose {field} is {megabytes:d} MB long'))
+def start_with_huge_field(target, world, tmp_path, folder, field, megabytes):
+    jobs = _jobs(world, tmp_path)
+    fields = {"target_branch": "main", "feature_branch": "", field: "b" * (megabytes * 1_000_000)}
+    world.last_call = target.call("StartJob", daemon_pb2.StartJobRequest(
+        tasks_dir=jobs.folders[folder], repo_path=str(jobs.repo), **fields))
+
+
+@given(parsers.parse('a tasks folder "{name}" whose task file "{path}" has a title of {megabytes:d} MB'))
+def tasks_folder_with_huge_title(world, tmp_path, name, path, megabytes):
+    jobs = _jobs(world, tmp_path)
+    folder = tmp_path / "tasks" / name
+    write_tasks_folder(folder, [["unit", "depends_on", "commands"], ["setup", "", "true"]], tmp_path)
+    task = folder / path
+    text = task.read_text()
+    task.write_text(text.replace("# Step 1 of setup", "# " + "T" * (megabytes * 1_000_000)))
+    jobs.folders[name] = str(folder)
+
+
+@then("ListJobs still answers")
+def list_jobs_answers(target):
+    _list_jobs(target)
+
+
+# Requests that do not decode: field 1 holding bytes that are not UTF-8 (every
+# request named here has a string as field 1), or a length that runs past
+# the end of the message.
+UNDECODABLE = {
+    "a string that is not UTF-8": b"\x0a\x02\xff\xfe",
+    "a truncated message": b"\x0a\x05ab",
+}
+SERVICES = {"DaemonService": "choo.v1.DaemonService",
+            "ConformanceControl": "choo.conformance.v1.ConformanceControl"}
+
+
+@when(parsers.parse("a client sends {service} {rpc} bytes that do not decode: {how}"))
+def undecodable_request(target, world, service, rpc, how):
+    from .remote import raw_call
+
+    method = f"/{SERVICES[service]}/{rpc}"
+    world.raw_status = raw_call(target.address, method, UNDECODABLE[how], streaming=rpc == "WatchJob")
+
+
+@then("the call fails with status INTERNAL or INVALID_ARGUMENT")
+def internal_or_invalid(world):
+    status = world.raw_status
+    assert status.code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.INVALID_ARGUMENT), (
+        f"a request that does not decode was answered {status}")

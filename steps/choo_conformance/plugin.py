@@ -36,6 +36,7 @@ pytest_plugins = [
     "choo_conformance.watch_job_steps",
     "choo_conformance.event_stream_steps",
     "choo_conformance.lifecycle_steps",
+    "choo_conformance.black_box_steps",
 ]
 
 
@@ -94,6 +95,11 @@ def not_applicable(info: ScenarioInfo, config) -> str | None:
     if "daemon_capacity" in tags and not remote:
         return ("over a channel only: it checks a daemon process's capacity; grpc_testing "
                 "gives every call a thread of its own, so in process it would measure the harness")
+    if "daemon_process" in tags and not remote:
+        return "over a channel only: it measures the daemon's process, which in process is the suite's own"
+    if "wire" in tags and not remote:
+        return ("over a channel only: it sends what only a real channel carries (bytes that do not "
+                "decode as the request)")
     if "reference" in tags and profile != "reference":
         return ("the reference daemon's own behaviour, not part of the contract every "
                 "implementation serves (profile reference)")
@@ -113,6 +119,7 @@ def cannot_run(info: ScenarioInfo, config) -> str | None:
         "ends_daemon": "it ends the daemon",
         "restarts_daemon": "it restarts the daemon",
         "fresh_daemon": "it counts the daemon's jobs, so it needs a daemon of its own",
+        "daemon_process": "it measures the daemon's process, which only a daemon the suite started has",
     }
     for tag, why in reasons.items():
         if tag in info.tags:

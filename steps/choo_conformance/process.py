@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 
 import grpc
+
 from choo.v1 import daemon_pb2, daemon_pb2_grpc
 
 STARTUP_TIMEOUT_S = 20.0

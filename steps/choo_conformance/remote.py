@@ -12,11 +12,12 @@ import threading
 from typing import Any
 
 import grpc
+
 from choo.conformance.v1 import control_pb2_grpc
 from choo.v1 import daemon_pb2, daemon_pb2_grpc
 
 from .contract import CONTROL_SERVICE, DAEMON_SERVICE
-from .daemon_target import CALL_DEADLINE_S, WATCH_DEADLINE_S, DaemonTarget, JobState, Watch
+from .daemon_target import CALL_DEADLINE_S, WATCH_DEADLINE_S, DaemonTarget, Watch
 from .process import STARTUP_TIMEOUT_S, DaemonProcess
 from .stream import OK, Status
 
@@ -123,23 +124,13 @@ class RemoteDaemon(DaemonTarget):
     def unstall(self, watch):
         watch.unstall()
 
-    def job(self, job: str) -> JobState:
-        """The job's state. A daemon the suite started that has since exited
-        (Shutdown ends it) is started again on its data to read it back."""
-        request = daemon_pb2.GetJobStatusRequest(job_id=self.job_id(job))
-        stub = self._daemon
-        try:
-            response = stub.GetJobStatus(request, timeout=CALL_DEADLINE_S)
-        except grpc.RpcError as error:
-            # UNAVAILABLE: the daemon is gone; CANCELLED: it went mid-call.
-            gone = error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
-            if not gone or self.process is None:
-                raise
-            self.process.wait_exit(STARTUP_TIMEOUT_S)
-            self.process.kill()
-            self.process.start()
-            response = stub.GetJobStatus(request, wait_for_ready=True, timeout=CALL_DEADLINE_S)
-        return JobState(response.job_id, response.status, response.error)
+    def reopen(self) -> bool:
+        if self.process is None:
+            return False
+        self.process.wait_exit(STARTUP_TIMEOUT_S)
+        self.process.kill()
+        self.process.start()
+        return True
 
     def restart(self) -> list[str]:
         if self.process is None:
@@ -157,3 +148,20 @@ class RemoteDaemon(DaemonTarget):
             channel.close()
         self._channel.close()
         return problems
+
+
+def raw_call(address: str, method: str, data: bytes, streaming: bool) -> Status:
+    """Send `data` as the request of `method` (a full name,
+    "/package.Service/Method") without encoding it, and read the answer as
+    bytes: only a real channel can carry a request that does not decode."""
+    with grpc.insecure_channel(address) as channel:
+        try:
+            if streaming:
+                call = channel.unary_stream(method)
+                for _ in call(data, timeout=CALL_DEADLINE_S):
+                    pass
+            else:
+                channel.unary_unary(method)(data, timeout=CALL_DEADLINE_S)
+        except grpc.RpcError as error:
+            return status_of(error)
+    return OK

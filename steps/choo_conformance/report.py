@@ -60,10 +60,21 @@ def rule_line(rule: RuleResult) -> str:
             parts.append(f"{count} {word}")
     line = (f"{rule.verdict:<7} {rule.rule.id:<4} {rule.rule.title}  "
             f"({', '.join(parts)}, {rule.seconds:.2f} s)")
+    if client_side_only(rule):
+        line += f"\n        {CLIENT_SIDE_ONLY}"
     detail = rule.detail()
     if rule.verdict != PASS and detail:
         line += f"\n        {one_line(detail, 200)}"
     return line
+
+
+CLIENT_SIDE_ONLY = ("checked from the client side only: whether the daemon let go of the "
+                    "subscription needs the control service (ListSubscriptions)")
+
+
+def client_side_only(rule: RuleResult) -> bool:
+    applicable = rule.applicable
+    return bool(applicable) and all("client_side" in s.info.tags for s in applicable)
 
 
 def closing_line(rules: list[RuleResult], scenarios: list[ScenarioResult]) -> str:
@@ -95,9 +106,10 @@ def write_summary(path: Path, run: RunInfo, rules: list[RuleResult],
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rules:
+        detail = r.detail() or (CLIENT_SIDE_ONLY if client_side_only(r) else "")
         lines.append(
             f"| {r.rule.id} | {_cell(r.rule.title)} | {r.verdict} | {len(r.applicable)} | "
-            f"{r.count(SKIP, NOTRUN)} | {r.count(NA)} | {r.seconds:.2f} s | {_cell(r.detail())} |")
+            f"{r.count(SKIP, NOTRUN)} | {r.count(NA)} | {r.seconds:.2f} s | {_cell(detail)} |")
 
     skipped = [r for r in rules if r.count(SKIP, NOTRUN)]
     if skipped:

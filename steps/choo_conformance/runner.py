@@ -25,7 +25,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import report
+import grpc
+
+from choo.v1 import daemon_pb2, daemon_pb2_grpc
+
+from . import profiles, report
 from .known_lists import ListError, PatternList
 from .plugin import DEFAULT_SCENARIO_TIMEOUT_S, teardown_grace
 from .process import DaemonNeverHealthy, DaemonProcess, kill_group
@@ -107,17 +111,16 @@ def _error(text: str) -> None:
 
 
 def _preflight(options: Options) -> None:
-    """Make sure there is something to test; raises NoVerdict otherwise."""
+    """Make sure there is something to test, and settle the profile; raises
+    NoVerdict otherwise."""
     if options.mode == "in process":
         try:
-            load_implementation(options.implementation)
+            implementation = load_implementation(options.implementation)
         except ImplementationMissing as error:
             raise NoVerdict(str(error)) from None
+        _settle_profile(options, lambda: profiles.in_process_serves_control(implementation))
         return
     if options.target:
-        import grpc
-        from choo.v1 import daemon_pb2, daemon_pb2_grpc
-
         try:
             with grpc.insecure_channel(options.target) as channel:
                 daemon_pb2_grpc.DaemonServiceStub(channel).Health(
@@ -127,17 +130,32 @@ def _preflight(options: Options) -> None:
                 f"no daemon answers Health at {options.target} ({error.code().name}: "
                 f"{error.details()}); start it first, or give --server-cmd to let the "
                 "runner start one") from None
+        _settle_profile(options, lambda: profiles.serves_control(options.target))
         return
     assert options.server_cmd is not None
     daemon = DaemonProcess(options.server_cmd)
     try:
         daemon.start()
+        _settle_profile(options, lambda: profiles.serves_control(daemon.address))
     except DaemonNeverHealthy as error:
         raise NoVerdict(str(error)) from None
     except OSError as error:
         raise NoVerdict(f"cannot start {options.server_cmd!r}: {error.strerror or error}") from None
     finally:
         daemon.stop()
+
+
+def _settle_profile(options: Options, serves_control) -> None:
+    """Black-box when the implementation does not serve the control service;
+    a profile that needs it, asked for explicitly, is refused."""
+    has_control = serves_control()
+    if options.profile is None:
+        options.profile = options.effective_profile() if has_control else "black-box"
+    elif options.profile != "black-box" and not has_control:
+        raise NoVerdict(
+            f"the {options.profile} profile needs the daemon to serve "
+            "choo.conformance.v1.ConformanceControl, and it does not; run the black-box "
+            "profile (--profile black-box, or no --profile)")
 
 
 def pytest_command(options: Options, progress: Path, skip_done: Path | None,

@@ -2,7 +2,8 @@
 an outline). Which target a scenario talks to is the `target` fixture's
 choice (choo_conformance.fixtures)."""
 
-from choo_conformance.plugin import FEATURES
 from pytest_bdd import scenarios
+
+from choo_conformance.plugin import FEATURES
 
 scenarios(*sorted(str(path) for path in FEATURES.glob("*.feature")))

@@ -1,0 +1,59 @@
+"""make mutants: every mutant of the catalogue, on each of its paths.
+
+    python -m tests.mutants [--only NAME,...] [--path in-process|daemon] [--repeat N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from .catalogue import BY_NAME, CATALOGUE, DAEMON, IN_PROCESS
+from .harness import run_all
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="make mutants", description=__doc__.splitlines()[0])
+    parser.add_argument("--only", help="comma-separated mutant names")
+    parser.add_argument("--path", choices=(IN_PROCESS, DAEMON))
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each, for catch rates")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--report", type=Path, default=None)
+    args = parser.parse_args()
+    mutants = [BY_NAME[n] for n in args.only.split(",")] if args.only else list(CATALOGUE)
+    paths = (args.path,) if args.path else (IN_PROCESS, DAEMON)
+    report = args.report or Path(tempfile.mkdtemp(prefix="mutants-"))
+    started = time.monotonic()
+    tally: dict[tuple[str, str], list[bool]] = defaultdict(list)
+
+    def show(outcome) -> None:
+        tally[(outcome.mutant, outcome.path)].append(outcome.killed)
+        mark = "killed  " if outcome.killed else outcome.verdict.upper()
+        rules = ",".join(outcome.failed_rules) or "-"
+        print(f"{mark:<10} {outcome.mutant:<32} {outcome.path:<10} rules failed: {rules:<14} "
+              f"{outcome.seconds:6.1f} s", flush=True)
+        if not outcome.killed and outcome.detail:
+            print("           " + outcome.detail.replace("\n", "\n           ")[-1500:], flush=True)
+
+    for attempt in range(args.repeat):
+        run_all(mutants, paths, report / f"run-{attempt + 1}", args.workers, show)
+    survivors = {key: runs for key, runs in tally.items() if not all(runs)}
+    minutes = (time.monotonic() - started) / 60
+    print(f"\n{len(tally)} mutant runs, {sum(len(r) for r in tally.values())} in all, "
+          f"{minutes:.1f} min; reports in {report}")
+    if args.repeat > 1:
+        for (name, path), runs in sorted(tally.items()):
+            print(f"  {name:<32} {path:<10} caught {sum(runs)}/{len(runs)}")
+    if survivors:
+        print("not caught every time: " + ", ".join(f"{n} ({p})" for n, p in sorted(survivors)))
+        return 1
+    print("every mutant was caught")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,208 @@
+"""The defects the suite must catch, each a small edit of the reference's
+own code (edit.py), with the rules that must go red and the paths it is run
+on: in process (the suite drives the servicers through grpc_testing, so
+WatchJob is the generator in watch.py) and over a socket (the daemon, whose
+WatchJob is the coroutine in async_watch.py).
+
+Add one by naming the function, the text to replace and its replacement;
+`make mutants` tells whether the suite kills it. docs/SUITE_POWER.md lists
+them with their catch rates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .edit import Edit
+
+IN_PROCESS, DAEMON = "in-process", "daemon"
+BOTH = (IN_PROCESS, DAEMON)
+
+R = "choo_reference"
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    defect: str
+    rules: tuple[str, ...]  # at least one must fail
+    edits: tuple[Edit, ...]
+    paths: tuple[str, ...] = BOTH
+    tags: str = ""  # narrows the scenarios run, to keep the run short
+
+    def apply(self) -> Callable[[], None]:
+        """Apply every edit; returns what undoes them."""
+        undos = [edit.apply() for edit in self.edits]
+
+        def undo() -> None:
+            for step in reversed(undos):
+                step()
+
+        return undo
+
+
+def _both_watch_loops(old_sync: str, new_sync: str, old_async: str, new_async: str) -> tuple[Edit, ...]:
+    return (Edit(f"{R}.watch:_stream", old_sync, new_sync),
+            Edit(f"{R}.async_watch:watch_job_async", old_async, new_async))
+
+
+CATALOGUE = (
+    # -- the seed's rows ---------------------------------------------------------------
+    Mutant("empty-id-looked-up", "an empty job_id is looked up instead of refused", ("W1",),
+           (Edit(f"{R}.watch:admit", "    if not job_id:\n", "    if False:\n"),)),
+    Mutant("not-found-internal", "an unknown job is INTERNAL, not NOT_FOUND", ("W2",),
+           (Edit(f"{R}.watch:admit", "raise Refused(grpc.StatusCode.NOT_FOUND,",
+                 "raise Refused(grpc.StatusCode.INTERNAL,"),)),
+    Mutant("ignores-from-sequence", "the watch subscribes from 0 whatever it was asked", ("W4", "W10"),
+           (Edit(f"{R}.watch:_stream", "jobs.subscribe(job_id, from_sequence, watch.wake.set)",
+                 "jobs.subscribe(job_id, 0, watch.wake.set)"),
+            Edit(f"{R}.async_watch:watch_job_async", "jobs.subscribe(job_id, request.from_sequence, set_wake)",
+                 "jobs.subscribe(job_id, 0, set_wake)"))),
+    Mutant("subscription-kept-on-cancel", "a watch whose client went away keeps its subscription",
+           ("W5", "W7"),
+           (Edit(f"{R}.watch:_Watch.end_rpc", "        self.release()\n", ""),
+            Edit(f"{R}.watch:_stream", "        watch.release()\n", "        pass\n"),
+            Edit(f"{R}.async_watch:watch_job_async", "        unsubscribe()\n", "        pass\n"))),
+    Mutant("ok-on-shutdown", "open watches end OK when the daemon shuts down", ("W6",),
+           _both_watch_loops(
+               "                context.abort(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)\n",
+               "                return\n",
+               "                await context.abort(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)\n",
+               "                return\n")),
+    Mutant("terminal-from-zero-replays", "a terminal job watched from 0 replays its history", ("W8",),
+           (Edit(f"{R}.watch:admit", "return not (is_terminal(job.status) and request.from_sequence == 0)",
+                 "return True"),)),
+    # -- numbering and replay ------------------------------------------------------------
+    Mutant("renumbered-by-position", "replayed events are numbered by their position in the watch",
+           ("W9", "W10"),
+           _both_watch_loops(
+               "yield event_to_proto(event)",
+               "yield event_to_proto(__import__('dataclasses').replace(event, sequence=sent + 1))",
+               "await context.write(event_to_proto(event))",
+               "await context.write(event_to_proto(__import__('dataclasses').replace("
+               "event, sequence=sent + 1)))")),
+    Mutant("renumbered-from-from-sequence", "replayed events are numbered from_sequence + i "
+           "(so a watch from 0 starts at 0)",
+           ("W9", "W10"),
+           _both_watch_loops(
+               "yield event_to_proto(event)",
+               "yield event_to_proto(__import__('dataclasses').replace("
+               "event, sequence=from_sequence + sent))",
+               "await context.write(event_to_proto(event))",
+               "await context.write(event_to_proto(__import__('dataclasses').replace("
+               "event, sequence=request.from_sequence + sent)))")),
+    Mutant("from-exclusive", "from_sequence is exclusive: a watch starts after it", ("W10",),
+           (Edit(f"{R}.job_store:_Feed.__init__", "self._cursor = max(from_sequence, 1)",
+                 "self._cursor = from_sequence + 1"),)),
+    Mutant("payload-dropped-on-replay", "events replayed from the database lose their payload",
+           ("W12", "W17"),
+           (Edit(f"{R}.job_store:_Feed.read", "            batch = self._store._log.read(st.job_id, cursor, stop)\n",
+                 "            batch = [__import__('dataclasses').replace(e, payload_json='{}')\n"
+                 "                     for e in self._store._log.read(st.job_id, cursor, stop)]\n"),)),
+    Mutant("no-timestamp", "events are sent without their timestamp", ("W3", "W12"),
+           (Edit(f"{R}.convert:event_to_proto", "        timestamp=timestamp(event.timestamp_ns),\n", ""),)),
+    Mutant("stamped-at-send", "events are stamped when sent, not when recorded", ("W3", "W9", "W12"),
+           (Edit(f"{R}.convert:event_to_proto", "timestamp=timestamp(event.timestamp_ns)",
+                 "timestamp=timestamp(__import__('time').time_ns())"),)),
+    # -- the event log and its watchers ----------------------------------------------------
+    Mutant("window-skip-ahead", "a watcher behind the in-memory window skips ahead to it",
+           ("W12", "W14", "W15"),
+           (Edit(f"{R}.job_store:_Feed.read", "            base = st.window_base\n",
+                 "            base = st.window_base\n            cursor = max(cursor, base)\n"),),
+           tags="volume"),
+    Mutant("terminal-stops-after-batch", "a watch ends once the job is terminal, after the batch in hand",
+           ("W12", "W14"),
+           _both_watch_loops(
+               "                last = event.sequence\n",
+               "                last = event.sequence\n"
+               "            if is_terminal(jobs.get_job(job_id).status):\n"
+               "                return\n",
+               "                last = event.sequence\n",
+               "                last = event.sequence\n"
+               "            if __import__('choo_reference.jobs').jobs.is_terminal("
+               "jobs.get_job(job_id).status):\n"
+               "                return\n")),
+    Mutant("write-behind", "events reach the database only when the store is closed cleanly", ("W17",),
+           (Edit(f"{R}.job_store:JobStore.record_many", "            self._log.append(job_id, events)\n",
+                 "            self.__dict__.setdefault('_behind', []).append((job_id, events))\n"),
+            Edit(f"{R}.job_store:JobStore.close", "        self._shut()\n",
+                 "        for job_id, events in self.__dict__.pop('_behind', []):\n"
+                 "            self._log.append(job_id, events)\n"
+                 "        self._shut()\n"))),
+    Mutant("per-watcher-ring", "each watcher keeps only the newest 16,384 events it has not read",
+           ("W15",),
+           (Edit(f"{R}.job_store:_Feed.read", "            base = st.window_base\n",
+                 "            base = st.window_base\n"
+                 "            if st.last_seq - cursor >= 16384:\n"
+                 "                cursor = self._cursor = st.last_seq - 16383\n"),),
+           tags="volume"),
+    Mutant("unbounded-queue", "each watcher gets a queue of every event it has not read yet", ("W15",),
+           (Edit(f"{R}.job_store:JobStore.record_many", "                st.window.extend(events)\n",
+                 "                st.window.extend(events)\n"
+                 "                for f in st.open_feeds:\n"
+                 "                    q = self.__dict__.setdefault('_queues', {}).setdefault(id(f), [])\n"
+                 "                    q.extend(__import__('copy').deepcopy(events))\n"),
+            Edit(f"{R}.job_store:_Feed.read", "                self._cursor = cursor + len(batch)\n"
+                 "                return batch\n",
+                 "                self._cursor = cursor + len(batch)\n"
+                 "                q = self._store.__dict__.get('_queues', {}).get(id(self))\n"
+                 "                if q:\n"
+                 "                    del q[:len(batch)]\n"
+                 "                return batch\n")),
+           paths=(DAEMON,), tags="daemon_process"),
+    Mutant("recorder-blocks-when-full", "recording waits while a watcher's buffer of 1,024 is full",
+           ("W15",),
+           (Edit(f"{R}.job_store:JobStore.record_many", "            first = st.last_seq + 1\n",
+                 "            while any(st.last_seq - f.cursor > 1024 for f in list(st.open_feeds)):\n"
+                 "                __import__('time').sleep(0.01)\n"
+                 "            first = st.last_seq + 1\n"),)),
+    Mutant("handover-gap", "a watcher that catches up joins live from the newest event, after a "
+           "thread switch: what was recorded meanwhile is lost", ("W13",),
+           (Edit(f"{R}.job_store:_Feed.read", "            if cursor > st.last_seq:\n"
+                 "                if st.terminal:\n",
+                 "            if cursor > st.last_seq and not st.terminal:\n"
+                 "                st.lock.release()\n"
+                 "                __import__('time').sleep(0)\n"
+                 "                st.lock.acquire()\n"
+                 "                self._cursor = cursor = st.last_seq + 1\n"
+                 "            if cursor > st.last_seq:\n"
+                 "                if st.terminal:\n"),)),
+    Mutant("handover-duplicate", "a watcher that catches up while an event arrives gets the last "
+           "event again", ("W13",),
+           (Edit(f"{R}.job_store:_Feed.read", "            if cursor > st.last_seq:\n"
+                 "                if st.terminal:\n",
+                 "            if cursor > st.last_seq and not st.terminal:\n"
+                 "                seen = st.last_seq\n"
+                 "                st.lock.release()\n"
+                 "                __import__('time').sleep(0)\n"
+                 "                st.lock.acquire()\n"
+                 "                if st.last_seq != seen:\n"
+                 "                    self._cursor = cursor = cursor - 1\n"
+                 "            if cursor > st.last_seq:\n"
+                 "                if st.terminal:\n"),)),
+    # -- the other RPCs ------------------------------------------------------------------
+    Mutant("negative-parallelism-unchecked", "a negative parallelism reaches the job runner (UNKNOWN)",
+           ("R1",),
+           (Edit(f"{R}.servicer:DaemonServicer.StartJob", "        if request.parallelism < 0:\n",
+                 "        if False:\n"),)),
+    Mutant("nul-tasks-dir-unknown", "a NUL byte in tasks_dir reaches the file system (UNKNOWN)",
+           ("R10",),
+           (Edit(f"{R}.servicer:DaemonServicer.StartJob", 'for field in ("tasks_dir", "repo_path"):',
+                 'for field in ("repo_path",):'),)),
+    Mutant("graceful-stop-kills", "a graceful StopJob kills the running command", ("R5",),
+           (Edit(f"{R}.orchestrator:Orchestrator.stop_job", "            run.stop(force)\n",
+                 "            run.stop(True)\n"),)),
+    Mutant("stop-terminal-succeeds", "StopJob on a terminal job answers success", ("R5",),
+           (Edit(f"{R}.orchestrator:Orchestrator.stop_job", "            raise AlreadyStopped(job.status)\n",
+                 "            return \"job stopped gracefully\"\n"),)),
+    Mutant("shutdown-zero-means-now", "Shutdown(wait, timeout_seconds=0) does not wait", ("R8",),
+           (Edit(f"{R}.orchestrator:Orchestrator.shutdown", "(timeout_s or DEFAULT_SHUTDOWN_WAIT_S)",
+                 "timeout_s"),)),
+    Mutant("health-counts-terminal", "Health counts finished jobs as active", ("R9",),
+           (Edit(f"{R}.orchestrator:Orchestrator.active_count", " if job.status not in TERMINAL", ""),)),
+    Mutant("list-oldest-first", "ListJobs lists the oldest job first", ("R7",),
+           (Edit(f"{R}.job_store:JobStore.list_jobs", "reversed(self._states())", "self._states()"),)),
+)
+
+BY_NAME = {mutant.name: mutant for mutant in CATALOGUE}

@@ -1,0 +1,33 @@
+"""The suite catches realistic defects of the reference's own code
+(tests/mutants, docs/SUITE_POWER.md). Every mutant of the catalogue must
+still apply to the code as it is; a few cheap ones run here on both paths,
+and `make mutants` runs them all."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from tests.mutants.catalogue import BY_NAME, CATALOGUE, DAEMON, IN_PROCESS
+from tests.mutants.harness import run_one
+
+
+@pytest.mark.parametrize("mutant", CATALOGUE, ids=lambda m: m.name)
+def test_every_mutant_still_applies_to_the_reference(mutant):
+    undo = mutant.apply()  # raises StaleEdit when the code it edits has changed
+    undo()
+
+
+# A few that run quickly, both paths between them.
+FAST = [("empty-id-looked-up", IN_PROCESS), ("from-exclusive", IN_PROCESS),
+        ("not-found-internal", DAEMON)]
+
+
+@pytest.mark.slow
+def test_the_suite_kills_a_few_mutants_on_both_paths(tmp_path):
+    with ThreadPoolExecutor(max_workers=len(FAST)) as pool:
+        outcomes = list(pool.map(lambda job: run_one(BY_NAME[job[0]], job[1], tmp_path), FAST))
+    survivors = {f"{o.mutant} ({o.path})": f"{o.verdict}: {o.detail[-800:]}" for o in outcomes
+                 if not o.killed}
+    assert not survivors, survivors
