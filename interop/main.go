@@ -30,10 +30,10 @@ import (
 )
 
 // Every check ends within this, whatever the daemon does.
-const checkTimeout = 30 * time.Second
+const checkTimeout = 60 * time.Second
 
 // One RPC, or one wait for a condition, ends within this.
-const callTimeout = 10 * time.Second
+const callTimeout = 20 * time.Second
 
 func main() {
 	os.Exit(run())

@@ -228,7 +228,7 @@ def test_grpcurl_checks_fail_against_a_daemon_that_breaks_them(foreign):
 
 def probe(socket: str, service: str = "") -> subprocess.CompletedProcess:
     argv = [str(BIN / "grpc-health-probe"), "-addr", f"unix://{socket}",
-            "-connect-timeout", "5s", "-rpc-timeout", "5s"]
+            "-connect-timeout", "15s", "-rpc-timeout", "15s"]
     if service:
         argv += ["-service", service]
     return subprocess.run(argv, check=False, capture_output=True, text=True, timeout=TOOL_TIMEOUT_S,
