@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: conformance test check venv wheels proto bench repeat mutants clean
+.PHONY: conformance test check venv wheels proto bench repeat mutants clean interop interop-tools interop-proto
 
 # The three parts of the repository, installed editable: the wire contract,
 # the reference daemon and the suite (see pyproject.toml).
@@ -66,10 +66,50 @@ repeat: $(STAMP)
 	$(PY) -m pytest steps/choo_conformance/scenarios -q -p no:randomly --count=50
 
 clean:
-	rm -rf $(VENV) conformance-report report.json dist build
+	rm -rf $(VENV) conformance-report report.json dist build interop/bin
 
 ## The performance targets (docs/PERFORMANCE.md) against the reference daemon and the plain-grpcio
 ## ceiling: prints the table, writes bench/results/ (docs/PERFORMANCE.md).
 bench: $(STAMP)
 	$(PY) -c 'import matplotlib' 2>/dev/null || $(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) -m bench.run
+
+# -- interop: real gRPC tools against the daemon ---------------------------------
+# Off-the-shelf tools from the Go module proxy, at pinned versions, installed
+# into interop/bin/ (git-ignored), and the grpc-go client of interop/.
+GO ?= go
+INTEROP_BIN := interop/bin
+GRPCURL := github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.4
+HEALTH_PROBE := github.com/grpc-ecosystem/grpc-health-probe@v0.4.62
+# The same protobuf and grpc releases interop/go.mod requires.
+PROTOC_GEN_GO := google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
+PROTOC_GEN_GO_GRPC := google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
+INTEROP_TOOLS := $(GRPCURL) $(HEALTH_PROBE) $(PROTOC_GEN_GO) $(PROTOC_GEN_GO_GRPC)
+
+# One stamp per module@version: changing a pin reinstalls that tool.
+tool_stamp = $(INTEROP_BIN)/.installed/$(subst /,_,$(1))
+define install_tool
+$(call tool_stamp,$(1)):
+	mkdir -p $(INTEROP_BIN)/.installed
+	GOBIN=$(CURDIR)/$(INTEROP_BIN) $(GO) install $(1)
+	touch $$@
+endef
+$(foreach tool,$(INTEROP_TOOLS),$(eval $(call install_tool,$(tool))))
+
+INTEROP_SOURCES := interop/go.mod interop/go.sum $(wildcard interop/*.go) \
+	$(wildcard interop/gen/choo/v1/*.go interop/gen/choo/conformance/v1/*.go)
+$(INTEROP_BIN)/choo-interop: $(INTEROP_SOURCES)
+	cd interop && $(GO) build -buildvcs=false -o bin/choo-interop .
+
+## Install grpcurl, grpc-health-probe and the Go code generators, and build
+## the grpc-go client (once; again when a pin or a source changes).
+interop-tools: $(foreach tool,$(INTEROP_TOOLS),$(call tool_stamp,$(tool))) $(INTEROP_BIN)/choo-interop
+
+## grpcurl, grpc-health-probe and the grpc-go client against the reference
+## daemon (tests/test_interop.py); here a missing Go or proxy fails, not skips.
+interop: $(STAMP) interop-tools
+	CHOO_INTEROP_REQUIRED=1 $(PY) -m pytest -q tests/test_interop.py
+
+## Regenerate interop/gen/ (the Go stubs) from proto/; a test fails on drift.
+interop-proto: $(STAMP) $(call tool_stamp,$(PROTOC_GEN_GO)) $(call tool_stamp,$(PROTOC_GEN_GO_GRPC))
+	$(PY) tools/gengo.py

@@ -30,6 +30,7 @@ def _run(args, stub) -> int:
     from choo.v1 import daemon_pb2
 
     from .client import ProgressPrinter, follow, summary_line
+    from .live_view import event_display
 
     repo = os.path.abspath(args.repo)
     tasks_dir = os.path.abspath(args.tasks_dir)
@@ -40,12 +41,13 @@ def _run(args, stub) -> int:
     job_id = started.job_id
     verb = "attached to running job" if started.status == "attached" else "started job"
     print(f"{verb} {job_id}: {tasks_dir} in {repo}", flush=True)
-    printer = ProgressPrinter(sys.stdout)
     try:
-        # From 1, not 0: a job that ended before the watch began still replays.
-        for event in follow(stub, job_id, 1, retry_first=True,
-                            on_retry=_reconnecting(args)):
-            printer.handle(event)
+        with event_display(stub, job_id, sys.stdout, plain=args.plain, from_sequence=1,
+                           plain_handler=ProgressPrinter(sys.stdout).handle) as show:
+            # From 1, not 0: a job that ended before the watch began still replays.
+            for event in follow(stub, job_id, 1, retry_first=True,
+                                on_retry=_reconnecting(args)):
+                show(event)
     except KeyboardInterrupt:
         print(f"stopped following job {job_id}; it keeps running "
               f"(stop it with: choo-ref stop {job_id})", file=sys.stderr)
@@ -84,10 +86,14 @@ def _status(args, stub) -> int:
 
 def _watch(args, stub) -> int:
     from .client import follow, print_event
+    from .live_view import event_display
 
     try:
-        for event in follow(stub, args.job, args.from_sequence, on_retry=_reconnecting(args)):
-            print_event(event, sys.stdout)
+        with event_display(stub, args.job, sys.stdout, plain=args.plain,
+                           from_sequence=args.from_sequence,
+                           plain_handler=lambda event: print_event(event, sys.stdout)) as show:
+            for event in follow(stub, args.job, args.from_sequence, on_retry=_reconnecting(args)):
+                show(event)
     except KeyboardInterrupt:
         return 130
     return 0
@@ -168,6 +174,10 @@ def _positive_float(text: str) -> float:
     return value
 
 
+_PLAIN_HELP = ("print a line per event even on a terminal (the output when piped) "
+               "instead of the live view")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="choo-ref",
@@ -212,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "work on it is followed instead of starting another")
     run.add_argument("--parallelism", type=_non_negative_int, default=0, metavar="N",
                      help="units at once; 0 means one per CPU (default: 0)")
+    run.add_argument("--plain", action="store_true", help=_PLAIN_HELP)
 
     jobs = client("jobs", _jobs, "list jobs, newest first")
     jobs.add_argument("--status", action="extend", nargs="+", metavar="S",
@@ -227,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--from", dest="from_sequence", type=_non_negative_int, default=1,
                        metavar="N", help="first sequence to print (default: 1, the first "
                        "event; 0 prints nothing for a job that has already ended)")
+    watch.add_argument("--plain", action="store_true", help=_PLAIN_HELP)
 
     stop = client("stop", _stop, "stop a job")
     stop.add_argument("job", metavar="JOB")
