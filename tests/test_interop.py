@@ -24,7 +24,7 @@ import pytest
 from test_daemon_process import gate_command, release, wait_until, write_tasks
 
 from choo.v1 import daemon_pb2, daemon_pb2_grpc
-from choo_conformance.remote import DaemonProcess
+from choo_conformance.process import DaemonProcess
 from choo_reference import __version__
 
 pytestmark = pytest.mark.slow

@@ -19,7 +19,7 @@ from rich.console import Console
 from test_daemon_process import gate_command, release, wait_until, write_tasks
 
 from choo.v1 import daemon_pb2, daemon_pb2_grpc
-from choo_conformance.remote import DaemonProcess
+from choo_conformance.process import DaemonProcess
 from choo_reference.client import open_channel
 from choo_reference.live_view import JobProgress, render, wants_live_view
 

@@ -21,7 +21,8 @@ PROTO_ROOT = ROOT / "proto"
 
 
 def proto_files() -> list[str]:
-    return sorted(str(p.relative_to(PROTO_ROOT)) for p in PROTO_ROOT.rglob("*.proto"))
+    # Only the contract itself: a wheel build leaves copies under proto/build/.
+    return sorted(str(p.relative_to(PROTO_ROOT)) for p in (PROTO_ROOT / "choo").rglob("*.proto"))
 
 
 def generate(out: Path) -> None:

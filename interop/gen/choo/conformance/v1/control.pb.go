@@ -13,6 +13,7 @@ package conformancev1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -234,8 +235,12 @@ func (x *AppendEventsRequest) GetEvents() []*EventSpec {
 }
 
 type AppendEventsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Sequences     []int32                `protobuf:"varint,1,rep,packed,name=sequences,proto3" json:"sequences,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Sequences []int32                `protobuf:"varint,1,rep,packed,name=sequences,proto3" json:"sequences,omitempty"`
+	// The timestamp recorded for each event, in the same order: what every
+	// watcher must receive for it. May be left empty; the suite then compares
+	// watchers with each other only.
+	Timestamps    []*timestamppb.Timestamp `protobuf:"bytes,2,rep,name=timestamps,proto3" json:"timestamps,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -273,6 +278,13 @@ func (*AppendEventsResponse) Descriptor() ([]byte, []int) {
 func (x *AppendEventsResponse) GetSequences() []int32 {
 	if x != nil {
 		return x.Sequences
+	}
+	return nil
+}
+
+func (x *AppendEventsResponse) GetTimestamps() []*timestamppb.Timestamp {
+	if x != nil {
+		return x.Timestamps
 	}
 	return nil
 }
@@ -517,7 +529,7 @@ var File_choo_conformance_v1_control_proto protoreflect.FileDescriptor
 
 const file_choo_conformance_v1_control_proto_rawDesc = "" +
 	"\n" +
-	"!choo/conformance/v1/control.proto\x12\x13choo.conformance.v1\"A\n" +
+	"!choo/conformance/v1/control.proto\x12\x13choo.conformance.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"A\n" +
 	"\x10CreateJobRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x16\n" +
 	"\x06status\x18\x02 \x01(\tR\x06status\"*\n" +
@@ -530,9 +542,12 @@ const file_choo_conformance_v1_control_proto_rawDesc = "" +
 	"\fpayload_json\x18\x03 \x01(\tR\vpayloadJson\"d\n" +
 	"\x13AppendEventsRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x126\n" +
-	"\x06events\x18\x02 \x03(\v2\x1e.choo.conformance.v1.EventSpecR\x06events\"4\n" +
+	"\x06events\x18\x02 \x03(\v2\x1e.choo.conformance.v1.EventSpecR\x06events\"p\n" +
 	"\x14AppendEventsResponse\x12\x1c\n" +
-	"\tsequences\x18\x01 \x03(\x05R\tsequences\"W\n" +
+	"\tsequences\x18\x01 \x03(\x05R\tsequences\x12:\n" +
+	"\n" +
+	"timestamps\x18\x02 \x03(\v2\x1a.google.protobuf.TimestampR\n" +
+	"timestamps\"W\n" +
 	"\x10FinishJobRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x16\n" +
 	"\x06status\x18\x02 \x01(\tR\x06status\x12\x14\n" +
@@ -575,23 +590,25 @@ var file_choo_conformance_v1_control_proto_goTypes = []any{
 	(*ListSubscriptionsRequest)(nil),  // 7: choo.conformance.v1.ListSubscriptionsRequest
 	(*Subscription)(nil),              // 8: choo.conformance.v1.Subscription
 	(*ListSubscriptionsResponse)(nil), // 9: choo.conformance.v1.ListSubscriptionsResponse
+	(*timestamppb.Timestamp)(nil),     // 10: google.protobuf.Timestamp
 }
 var file_choo_conformance_v1_control_proto_depIdxs = []int32{
-	2, // 0: choo.conformance.v1.AppendEventsRequest.events:type_name -> choo.conformance.v1.EventSpec
-	8, // 1: choo.conformance.v1.ListSubscriptionsResponse.subscriptions:type_name -> choo.conformance.v1.Subscription
-	0, // 2: choo.conformance.v1.ConformanceControl.CreateJob:input_type -> choo.conformance.v1.CreateJobRequest
-	3, // 3: choo.conformance.v1.ConformanceControl.AppendEvents:input_type -> choo.conformance.v1.AppendEventsRequest
-	5, // 4: choo.conformance.v1.ConformanceControl.FinishJob:input_type -> choo.conformance.v1.FinishJobRequest
-	7, // 5: choo.conformance.v1.ConformanceControl.ListSubscriptions:input_type -> choo.conformance.v1.ListSubscriptionsRequest
-	1, // 6: choo.conformance.v1.ConformanceControl.CreateJob:output_type -> choo.conformance.v1.CreateJobResponse
-	4, // 7: choo.conformance.v1.ConformanceControl.AppendEvents:output_type -> choo.conformance.v1.AppendEventsResponse
-	6, // 8: choo.conformance.v1.ConformanceControl.FinishJob:output_type -> choo.conformance.v1.FinishJobResponse
-	9, // 9: choo.conformance.v1.ConformanceControl.ListSubscriptions:output_type -> choo.conformance.v1.ListSubscriptionsResponse
-	6, // [6:10] is the sub-list for method output_type
-	2, // [2:6] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	2,  // 0: choo.conformance.v1.AppendEventsRequest.events:type_name -> choo.conformance.v1.EventSpec
+	10, // 1: choo.conformance.v1.AppendEventsResponse.timestamps:type_name -> google.protobuf.Timestamp
+	8,  // 2: choo.conformance.v1.ListSubscriptionsResponse.subscriptions:type_name -> choo.conformance.v1.Subscription
+	0,  // 3: choo.conformance.v1.ConformanceControl.CreateJob:input_type -> choo.conformance.v1.CreateJobRequest
+	3,  // 4: choo.conformance.v1.ConformanceControl.AppendEvents:input_type -> choo.conformance.v1.AppendEventsRequest
+	5,  // 5: choo.conformance.v1.ConformanceControl.FinishJob:input_type -> choo.conformance.v1.FinishJobRequest
+	7,  // 6: choo.conformance.v1.ConformanceControl.ListSubscriptions:input_type -> choo.conformance.v1.ListSubscriptionsRequest
+	1,  // 7: choo.conformance.v1.ConformanceControl.CreateJob:output_type -> choo.conformance.v1.CreateJobResponse
+	4,  // 8: choo.conformance.v1.ConformanceControl.AppendEvents:output_type -> choo.conformance.v1.AppendEventsResponse
+	6,  // 9: choo.conformance.v1.ConformanceControl.FinishJob:output_type -> choo.conformance.v1.FinishJobResponse
+	9,  // 10: choo.conformance.v1.ConformanceControl.ListSubscriptions:output_type -> choo.conformance.v1.ListSubscriptionsResponse
+	7,  // [7:11] is the sub-list for method output_type
+	3,  // [3:7] is the sub-list for method input_type
+	3,  // [3:3] is the sub-list for extension type_name
+	3,  // [3:3] is the sub-list for extension extendee
+	0,  // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_choo_conformance_v1_control_proto_init() }
