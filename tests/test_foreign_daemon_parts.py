@@ -17,9 +17,10 @@ import grpc
 import pytest
 from choo.conformance.v1 import control_pb2, control_pb2_grpc
 from choo.v1 import daemon_pb2, daemon_pb2_grpc
-from foreign_daemon.ledger import Ledger, LedgerError
-from foreign_daemon.model import Job
-from foreign_daemon.plan import PlanError, front_matter, read_plan
+
+from tests.foreign_daemon.ledger import Ledger, LedgerError
+from tests.foreign_daemon.model import Job
+from tests.foreign_daemon.plan import PlanError, front_matter, read_plan
 
 SERVER = Path(__file__).resolve().parent / "foreign_daemon" / "server.py"
 DEADLINE_S = 20
@@ -238,8 +239,8 @@ def test_a_shutdown_whose_caller_gives_up_still_waits_for_the_jobs(folder):
     tasks = folder / "tasks"
     release = folder / "release"
     # Bounded (a minute at most), so that a failing run leaves nothing behind for long.
-    unit(tasks, "u", "unit: u", {"01-a.md": f'task: 1\nbackpressure: "i=0; while [ ! -e {release} ]'
-                                            f' && [ $i -lt 6000 ]; do sleep 0.01; i=$((i+1)); done"'})
+    command = f"i=0; while [ ! -e {release} ] && [ $i -lt 6000 ]; do sleep 0.01; i=$((i+1)); done"
+    unit(tasks, "u", "unit: u", {"01-a.md": f'task: 1\nbackpressure: "{command}"'})
     daemon = Daemon(folder)
     try:
         job_id = daemon.stub.StartJob(daemon_pb2.StartJobRequest(

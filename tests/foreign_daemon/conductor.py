@@ -26,6 +26,7 @@ Events it records (its own vocabulary; payloads are JSON objects):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -66,10 +67,8 @@ class Conductor:
         if force:
             self.forced = True
             for group in list(self._groups):
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(group, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
 
     def _record(self, event_type: str, unit_id: str = "", **payload) -> None:
         self.state.record(self.job, [(event_type, unit_id, json.dumps(payload, sort_keys=True))])

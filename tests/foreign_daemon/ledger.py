@@ -60,7 +60,8 @@ class Ledger:
                 self._apply(jobs, json.loads(line))
             except (ValueError, KeyError, TypeError, IndexError) as error:
                 if good + len(line) < len(data):
-                    raise LedgerError(f"{self.path}: unreadable record at byte {good}: {error}")
+                    raise LedgerError(
+                        f"{self.path}: unreadable record at byte {good}: {error}") from None
                 log.warning("%s: dropping a record cut short at byte %d", self.path, good)
                 os.ftruncate(self._fd, good)
                 break

@@ -25,9 +25,10 @@ UNIT_STOPPED = "stopped"  # the job was stopped before or while it ran
 
 SHUTTING_DOWN = "daemon is shutting down"
 
-# Input limits, each refused with INVALID_ARGUMENT naming it. They keep every
-# answer (ListJobs above all) far below gRPC's 4 MiB per message and every
-# status message below its 8 KiB of metadata.
+# Input limits, each refused with INVALID_ARGUMENT naming it. They keep what
+# one job adds to an answer small (ListJobs stays under gRPC's 4 MiB per
+# message up to some 3000 jobs at the limits), and QUOTE_CHARS keeps every
+# status message far below gRPC's 8 KiB of metadata.
 MAX_JOB_ID_BYTES = 256
 MAX_PATH_BYTES = 4096
 MAX_BRANCH_BYTES = 1024

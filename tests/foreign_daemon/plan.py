@@ -31,6 +31,7 @@ MAX_FILE_BYTES = 256 * 1024
 MAX_UNITS = 256
 MAX_STEPS_PER_UNIT = 256
 MAX_COMMAND_BYTES = 16 * 1024
+MAX_UNIT_ID_BYTES = 256
 
 
 class PlanError(Exception):
@@ -78,9 +79,10 @@ def front_matter(text: str) -> dict[str, object]:
         if not stripped or stripped.startswith("#"):
             continue
         if stripped.startswith("- ") or stripped == "-":
-            if key is None or not isinstance(fields[key], list):
+            block = fields.get(key) if key is not None else None
+            if not isinstance(block, list):
                 raise ValueError(f"line {number}: a list item outside a list")
-            fields[key].append(_scalar(stripped[1:].strip(), number))  # type: ignore[union-attr]
+            block.append(_scalar(stripped[1:].strip(), number))
             continue
         match = _KEY.match(stripped)
         if match is None or line[0].isspace():
@@ -99,7 +101,8 @@ def _value(raw: str, line: int) -> object:
 
 
 def _flow_list(raw: str, line: int) -> list:
-    items, rest = [], raw[1:].lstrip()
+    items: list[object] = []
+    rest = raw[1:].lstrip()
     while True:
         if rest.startswith("]"):
             if rest[1:].strip() and not rest[1:].strip().startswith("#"):
@@ -129,8 +132,9 @@ def _scalar(raw: str, line: int) -> object:
 
 def _take_scalar(text: str, line: int, stop: str) -> tuple[object, str]:
     """One value from the front of text, and what follows it."""
+    out: list[str] = []
+    i = 1
     if text.startswith('"'):
-        out, i = [], 1
         while i < len(text):
             char = text[i]
             if char == '"':
@@ -153,7 +157,6 @@ def _take_scalar(text: str, line: int, stop: str) -> tuple[object, str]:
             i += 1
         raise ValueError(f"line {line}: a quoted string has no closing \"")
     if text.startswith("'"):
-        out, i = [], 1
         while i < len(text):
             if text[i] == "'":
                 if text[i + 1:i + 2] == "'":
@@ -241,6 +244,9 @@ def _read_unit(folder: str, name: str) -> Unit:
     unit_id = fields.get("unit", name)
     if not isinstance(unit_id, (str, int)) or str(unit_id) == "":
         raise PlanError(plan_shown, "unit must be a name")
+    if len(str(unit_id).encode()) > MAX_UNIT_ID_BYTES:
+        raise PlanError(plan_shown, f"the unit name is longer than the limit of "
+                        f"{MAX_UNIT_ID_BYTES} bytes")
     after = fields.get("depends_on") or []
     if not isinstance(after, list) or not all(isinstance(d, (str, int)) for d in after):
         raise PlanError(plan_shown, "depends_on must be a list of unit names")
@@ -273,7 +279,8 @@ def _read_unit(folder: str, name: str) -> Unit:
     for step in steps.values():
         missing = [d for d in step.after if d not in steps]
         if missing:
-            raise PlanError(f"{name}/{step.file}", f"depends on task {missing[0]}, which the unit lacks")
+            raise PlanError(f"{name}/{step.file}",
+                            f"depends on task {missing[0]}, which the unit lacks")
     order = _order(steps, {n: s.after for n, s in steps.items()}, "tasks", plan_shown)
     return Unit(str(unit_id), tuple(str(d) for d in after), tuple(steps[n] for n in order))
 
@@ -305,6 +312,7 @@ def read_plan(tasks_dir: str) -> list[Unit]:
     for unit in units.values():
         for dep in unit.after:
             if dep not in units:
-                raise PlanError(f"{unit.unit_id}/{PLAN_FILE}", f"depends on unit {dep!r}, which is not in the folder")
+                raise PlanError(f"{unit.unit_id}/{PLAN_FILE}",
+                                f"depends on unit {dep!r}, which is not in the folder")
     order = _order(units, {u: units[u].after for u in units}, "units", tasks_dir)
     return [units[u] for u in order]

@@ -67,8 +67,9 @@ class Daemon:
                             ("feature_branch", model.MAX_BRANCH_BYTES)):
             _check_text(name, getattr(request, name), limit)
         for name in ("tasks_dir", "repo_path"):
-            if not os.path.isabs(getattr(request, name)):
-                raise invalid(f"{name} must be an absolute path, got {quote(getattr(request, name))}")
+            path = getattr(request, name)
+            if not os.path.isabs(path):
+                raise invalid(f"{name} must be an absolute path, got {quote(path)}")
         if self.state.shutting_down:
             raise unavailable()
         tasks_dir = os.path.normpath(request.tasks_dir)
@@ -88,9 +89,9 @@ class Daemon:
                            if theirs != ours]
             if differences:
                 raise Refusal(grpc.StatusCode.FAILED_PRECONDITION,
-                              f"feature branch {quote(request.feature_branch)} of {quote(repo_path)} "
-                              f"is being worked on by {busy.job_id} with a different "
-                              + " and ".join(differences))
+                              f"feature branch {quote(request.feature_branch)} of "
+                              f"{quote(repo_path)} is being worked on by {busy.job_id} with a "
+                              "different " + " and ".join(differences))
             return daemon_pb2.StartJobResponse(job_id=busy.job_id, status="attached")
 
         job = Job(job_id=self.state.new_job_id(), status="running", order=0, created_ns=now_ns(),
@@ -116,19 +117,21 @@ class Daemon:
         job = self.state.job(request.job_id)
         if job.finished:
             raise Refusal(grpc.StatusCode.FAILED_PRECONDITION, f"job already stopped: {job.status}")
-        await self._stop(job, request.force)
+        running = self._halt(job, request.force)
+        if request.force and running is not None:
+            await asyncio.wait([running], timeout=KILL_WAIT_S)
         return daemon_pb2.StopJobResponse(
             success=True, message="job force killed" if request.force else "job stopped gracefully")
 
-    async def _stop(self, job: Job, force: bool) -> None:
+    def _halt(self, job: Job, force: bool) -> asyncio.Task | None:
+        """Stop a job; the task that runs it, if any, to wait on."""
         run = self.runs.get(job.job_id)
         if run is None:
             # Set up through the control service: nothing runs, so it ends now.
             self.state.finish(job, "cancelled")
-            return
+            return None
         run.stop(force)
-        if force and run.task is not None:
-            await asyncio.wait([run.task], timeout=KILL_WAIT_S)
+        return run.task
 
     async def GetJobStatus(self, request, context):
         job = self.state.job(request.job_id)
@@ -195,8 +198,9 @@ class Daemon:
 
     async def stop_all_now(self) -> int:
         left = [job for job in self.state.jobs.values() if not job.finished]
-        for job in left:
-            await self._stop(job, force=True)
+        running = [task for task in (self._halt(job, force=True) for job in left) if task]
+        if running:
+            await asyncio.wait(running, timeout=KILL_WAIT_S)
         return len(left)
 
     def on_signal(self, name: str) -> None:
@@ -224,7 +228,8 @@ class Daemon:
         if request.job_id:
             check_job_id(request.job_id)
             if request.job_id in self.state.jobs:
-                raise Refusal(grpc.StatusCode.ALREADY_EXISTS, f"job {request.job_id} already exists")
+                raise Refusal(grpc.StatusCode.ALREADY_EXISTS,
+                              f"job {request.job_id} already exists")
         job = Job(job_id=request.job_id or self.state.new_job_id(), status=request.status,
                   order=0, created_ns=now_ns())
         if job.finished:
@@ -325,28 +330,19 @@ def _streaming(state, method, handler, request_type):
 def handlers(daemon: Daemon, control: bool) -> list:
     """The generic handlers to serve: DaemonService, and ConformanceControl
     when asked for."""
-    d = daemon_pb2
-    state = daemon.state
+    def unary(method: str, messages):
+        return _unary(daemon.state, method, getattr(daemon, method),
+                      getattr(messages, f"{method}Request"), getattr(messages, f"{method}Response"))
+
     services = [grpc.method_handlers_generic_handler("choo.v1.DaemonService", {
-        "StartJob": _unary(state, "StartJob", daemon.StartJob, d.StartJobRequest, d.StartJobResponse),
-        "StopJob": _unary(state, "StopJob", daemon.StopJob, d.StopJobRequest, d.StopJobResponse),
-        "GetJobStatus": _unary(state, "GetJobStatus", daemon.GetJobStatus,
-                               d.GetJobStatusRequest, d.GetJobStatusResponse),
-        "ListJobs": _unary(state, "ListJobs", daemon.ListJobs, d.ListJobsRequest, d.ListJobsResponse),
-        "WatchJob": _streaming(state, "WatchJob", daemon.WatchJob, d.WatchJobRequest),
-        "Shutdown": _unary(state, "Shutdown", daemon.Shutdown, d.ShutdownRequest, d.ShutdownResponse),
-        "Health": _unary(state, "Health", daemon.Health, d.HealthRequest, d.HealthResponse),
+        **{method: unary(method, daemon_pb2) for method in
+           ("StartJob", "StopJob", "GetJobStatus", "ListJobs", "Shutdown", "Health")},
+        "WatchJob": _streaming(daemon.state, "WatchJob", daemon.WatchJob,
+                               daemon_pb2.WatchJobRequest),
     })]
     if control:
-        c = control_pb2
-        services.append(grpc.method_handlers_generic_handler("choo.conformance.v1.ConformanceControl", {
-            "CreateJob": _unary(state, "CreateJob", daemon.CreateJob,
-                                c.CreateJobRequest, c.CreateJobResponse),
-            "AppendEvents": _unary(state, "AppendEvents", daemon.AppendEvents,
-                                   c.AppendEventsRequest, c.AppendEventsResponse),
-            "FinishJob": _unary(state, "FinishJob", daemon.FinishJob,
-                                c.FinishJobRequest, c.FinishJobResponse),
-            "ListSubscriptions": _unary(state, "ListSubscriptions", daemon.ListSubscriptions,
-                                        c.ListSubscriptionsRequest, c.ListSubscriptionsResponse),
-        }))
+        services.append(grpc.method_handlers_generic_handler(
+            "choo.conformance.v1.ConformanceControl",
+            {method: unary(method, control_pb2) for method in
+             ("CreateJob", "AppendEvents", "FinishJob", "ListSubscriptions")}))
     return services

@@ -43,10 +43,8 @@ class CallCounter:
                 self._none.set()
 
     async def wait_for_none(self, timeout_s: float) -> None:
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._none.wait(), timeout_s)
-        except TimeoutError:
-            pass
 
 
 class State:
@@ -114,7 +112,8 @@ class State:
     def record(self, job: Job, items: list[tuple[str, str, str]]) -> list[int]:
         """Append events (type, unit, payload_json); their sequences."""
         first = len(job.log) + 1
-        stamped = [(event_type, unit_id, payload, now_ns()) for event_type, unit_id, payload in items]
+        stamped = [(event_type, unit_id, payload, now_ns())
+                   for event_type, unit_id, payload in items]
         self.ledger.events_recorded(job.job_id, first, stamped)
         for offset, (event_type, unit_id, payload, at_ns) in enumerate(stamped):
             job.log.append(encode_event(first + offset, event_type, unit_id, payload, at_ns))

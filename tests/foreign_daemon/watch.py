@@ -58,11 +58,13 @@ class Watcher:
             job = self.state.job(request.job_id)
         except Refusal as refusal:
             if refusal.code == grpc.StatusCode.NOT_FOUND and "not-found-internal" in self.bugs:
-                raise Refusal(grpc.StatusCode.INTERNAL, f"lookup failed: {request.job_id}") from None
+                raise Refusal(grpc.StatusCode.INTERNAL,
+                              f"lookup failed: {request.job_id}") from None
             raise
         if self.state.shutting_down:
             raise unavailable()
-        if job.finished and request.from_sequence == 0 and "replay-terminal-from-zero" not in self.bugs:
+        if (job.finished and request.from_sequence == 0
+                and "replay-terminal-from-zero" not in self.bugs):
             return None  # a finished job from 0: nothing to follow (W8)
         return job
 
@@ -84,9 +86,10 @@ class Watcher:
                 if self.state.shutting_down:
                     raise unavailable()
                 if cursor < len(job.log):
-                    if "drops-slow-watcher-events" in self.bugs and len(job.log) - cursor > SLOW_LAG:
+                    behind = len(job.log) - cursor
+                    if "drops-slow-watcher-events" in self.bugs and behind > SLOW_LAG:
                         log.info("watch of %s is %d events behind: skipping ahead",
-                                 job.job_id, len(job.log) - cursor)
+                                 job.job_id, behind)
                         cursor = len(job.log) - SLOW_LAG
                     for data in job.log[cursor:cursor + BATCH]:
                         cursor += 1
