@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import queue
 import signal
 import subprocess
 import sys
@@ -149,21 +150,30 @@ def runs(tmp_path_factory):
     def run(name: str) -> list[dict]:
         return _run_suite(name.replace("/", "-"), folder, *plans[name])
 
-    def run_one_after_another(names: list[str]) -> dict[str, list[dict]]:
-        return {name: run(name) for name in names}
-
     # The two runs with a thousand watchers (and a thousand client threads)
-    # take turns in a lane of their own; the rest share the other lanes.
-    heavy = [name for name in plans if name in HEAVY_RUNS]
-    # The longest first, so that the short ones fill in around it.
-    light = sorted((name for name in plans if name not in HEAVY_RUNS),
-                   key=lambda name: name != "correct/rest")
+    # take turns at the head of the first lane; the other runs, longest
+    # first, go to whichever lane is free.
+    others: queue.SimpleQueue[str] = queue.SimpleQueue()
+    for name in sorted(plans, key=lambda name: name != "correct/rest"):
+        if name not in HEAVY_RUNS:
+            others.put(name)
+    results: dict[str, list[dict]] = {}
+
+    def lane(first: tuple[str, ...]) -> None:
+        for name in first:
+            results[name] = run(name)
+        while True:
+            try:
+                name = others.get_nowait()
+            except queue.Empty:
+                return
+            results[name] = run(name)
+
     try:
         with ThreadPoolExecutor(PARALLEL_RUNS) as pool:
-            heavy_lane = pool.submit(run_one_after_another, heavy)
-            futures = {name: pool.submit(run, name) for name in light}
-            results = {name: future.result() for name, future in futures.items()}
-            results.update(heavy_lane.result())
+            lanes = [pool.submit(lane, HEAVY_RUNS if i == 0 else ()) for i in range(PARALLEL_RUNS)]
+            for each in lanes:
+                each.result()
     finally:
         leftovers = {pid: _command_line(pid) for name in plans for pid in
                      _leftover_processes(f"{folder}/{name.replace('/', '-')}")}
