@@ -97,7 +97,11 @@ class Daemon:
         job = Job(job_id=self.state.new_job_id(), status="running", order=0, created_ns=now_ns(),
                   tasks_dir=tasks_dir, target_branch=request.target_branch,
                   feature_branch=request.feature_branch, repo_path=repo_path)
-        self.state.add(job)
+        try:
+            self.state.add(job)
+        except OSError as exc:
+            raise Refusal(grpc.StatusCode.UNAVAILABLE,
+                          f"cannot record the job: {exc.strerror or exc}") from None
         run = Conductor(self.state, job, request.parallelism)
         self.runs[job.job_id] = run
         run.start()
@@ -234,7 +238,11 @@ class Daemon:
                   order=0, created_ns=now_ns())
         if job.finished:
             job.finished_ns = job.created_ns
-        self.state.add(job)
+        try:
+            self.state.add(job)
+        except OSError as exc:
+            raise Refusal(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                          f"cannot record the job: {exc.strerror or exc}") from None
         return control_pb2.CreateJobResponse(job_id=job.job_id)
 
     async def AppendEvents(self, request, context):
