@@ -5,6 +5,8 @@ tests/test_foreign_daemon.py's question, asked through the suite.)"""
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import json
 import os
 import signal
@@ -19,8 +21,10 @@ from choo.conformance.v1 import control_pb2, control_pb2_grpc
 from choo.v1 import daemon_pb2, daemon_pb2_grpc
 
 from tests.foreign_daemon.ledger import Ledger, LedgerError
-from tests.foreign_daemon.model import Job
+from tests.foreign_daemon.model import Job, Refusal
 from tests.foreign_daemon.plan import PlanError, front_matter, read_plan
+from tests.foreign_daemon.service import Daemon as ForeignDaemon
+from tests.foreign_daemon.state import State
 
 SERVER = Path(__file__).resolve().parent / "foreign_daemon" / "server.py"
 DEADLINE_S = 20
@@ -145,6 +149,29 @@ def test_the_ledger_refuses_a_damaged_record_in_its_middle(tmp_path):
     ledger = Ledger(str(path))
     with pytest.raises(LedgerError, match="unreadable record at byte 0"):
         ledger.load()
+    ledger.close()
+
+
+def test_the_ledger_is_a_regular_file_or_nothing():
+    with pytest.raises(LedgerError, match="/dev/null is not a regular file"):
+        Ledger("/dev/null")
+
+
+def test_a_job_the_ledger_cannot_record_is_refused_unavailable(tmp_path, monkeypatch):
+    ledger = Ledger(str(tmp_path / "ledger.jsonl"))
+
+    def disk_full(*records):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(ledger, "_write", disk_full)
+    daemon = ForeignDaemon(State(ledger), bugs=set())
+    request = daemon_pb2.StartJobRequest(tasks_dir=str(tmp_path), target_branch="main",
+                                         repo_path=str(tmp_path))
+    with pytest.raises(Refusal) as refused:
+        asyncio.run(daemon.StartJob(request, context=None))
+    assert refused.value.code == grpc.StatusCode.UNAVAILABLE
+    assert refused.value.details == "cannot record the job: No space left on device"
+    assert daemon.state.jobs == {}
     ledger.close()
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import stat
 from collections.abc import Iterable
 
 from .model import FINISHED, Job, UnitState, encode_event
@@ -38,8 +39,12 @@ class Ledger:
         folder = os.path.dirname(path)
         if folder:
             os.makedirs(folder, mode=0o700, exist_ok=True)
-        flags = os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW
+        flags = os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
         self._fd = os.open(path, flags, 0o600)
+        if not stat.S_ISREG(os.fstat(self._fd).st_mode):
+            os.close(self._fd)
+            # A device or a FIFO would never read back what was written to it.
+            raise LedgerError(f"{path} is not a regular file")
 
     def close(self) -> None:
         os.close(self._fd)

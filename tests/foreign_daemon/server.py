@@ -123,6 +123,9 @@ async def serve(socket_path: str, db_path: str, control: bool, bugs: set[str]) -
     except OSError as exc:
         log.error("cannot open %s: %s", db_path, exc.strerror or exc)
         return 1
+    except LedgerError as exc:
+        log.error("%s", exc)
+        return 1
     try:
         state = State(ledger)
         try:
