@@ -294,3 +294,18 @@ def test_a_shutdown_whose_caller_gives_up_still_waits_for_the_jobs(folder):
         assert status.status == "completed"
     finally:
         restarted.close()
+
+
+@pytest.mark.slow
+def test_after_shutdown_answers_every_call_is_unavailable_until_it_exits(folder):
+    daemon = Daemon(folder)
+    try:
+        answer = daemon.stub.Shutdown(daemon_pb2.ShutdownRequest(), timeout=DEADLINE_S)
+        assert (answer.success, answer.jobs_stopped) == (True, 0)
+        with pytest.raises(grpc.RpcError) as refused:
+            daemon.stub.Health(daemon_pb2.HealthRequest(), timeout=DEADLINE_S)
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert daemon.proc.wait(DEADLINE_S) == 0
+        assert not daemon.socket.exists()
+    finally:
+        daemon.close()
