@@ -136,9 +136,14 @@ async def serve(socket_path: str, db_path: str, control: bool, bugs: set[str]) -
         daemon = Daemon(state, bugs)
         server = grpc.aio.server()
         server.add_generic_rpc_handlers(handlers(daemon, control))
-        umask = os.umask(0o177)  # the socket is private from the moment it exists
+        umask = os.umask(0o077)  # private from the moment they exist
         try:
+            os.makedirs(os.path.dirname(socket_path), mode=0o700, exist_ok=True)
             server.add_insecure_port(f"unix:{socket_path}")
+            os.chmod(socket_path, 0o600)
+        except (OSError, RuntimeError) as exc:
+            log.error("cannot listen on %s: %s", socket_path, exc)
+            return 1
         finally:
             os.umask(umask)
         await server.start()
