@@ -152,6 +152,14 @@ def test_the_ledger_refuses_a_damaged_record_in_its_middle(tmp_path):
     ledger.close()
 
 
+def test_one_ledger_serves_one_daemon(tmp_path):
+    first = Ledger(str(tmp_path / "ledger.jsonl"))
+    with pytest.raises(LedgerError, match="another daemon is using"):
+        Ledger(str(tmp_path / "ledger.jsonl"))
+    first.close()
+    Ledger(str(tmp_path / "ledger.jsonl")).close()
+
+
 def test_the_ledger_is_a_regular_file_or_nothing():
     with pytest.raises(LedgerError, match="/dev/null is not a regular file"):
         Ledger("/dev/null")

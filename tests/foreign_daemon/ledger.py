@@ -18,6 +18,7 @@ last line of the file: it is dropped (and cut off the file) on load.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -45,6 +46,12 @@ class Ledger:
             os.close(self._fd)
             # A device or a FIFO would never read back what was written to it.
             raise LedgerError(f"{path} is not a regular file")
+        try:
+            # Two daemons appending to one ledger would interleave their jobs.
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._fd)
+            raise LedgerError(f"another daemon is using {path}") from None
 
     def close(self) -> None:
         os.close(self._fd)
