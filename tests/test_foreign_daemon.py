@@ -76,8 +76,10 @@ BUG_SELECTION = {**BUG_BREAKS, "drops-slow-watcher-events": "W15 and not daemon_
 # (tests/test_conformance_runner.py); known-failing.txt lists what they break.
 USUAL_BUGS = ("not-found-internal", "replay-terminal-from-zero")
 
-# Runs with the 1000-watcher scenario: never two at once.
-HEAVY_RUNS = ("correct/scale", "bug/thread-per-watch")
+# The runs that keep a core busy (thousands of events, a thousand watchers and
+# their client threads): one after another, never two at once, or the
+# suite's deadlines measure the contention.
+HEAVY_RUNS = ("correct/rest", "correct/scale", "bug/thread-per-watch")
 
 # The correct daemon's run, split by feature (their tags) so that the slow
 # ones run side by side. Every scenario runs in exactly one part.
@@ -150,11 +152,10 @@ def runs(tmp_path_factory):
     def run(name: str) -> list[dict]:
         return _run_suite(name.replace("/", "-"), folder, *plans[name])
 
-    # The two runs with a thousand watchers (and a thousand client threads)
-    # take turns at the head of the first lane; the other runs, longest
-    # first, go to whichever lane is free.
+    # The heavy runs take turns at the head of the first lane; the others go
+    # to whichever lane is free.
     others: queue.SimpleQueue[str] = queue.SimpleQueue()
-    for name in sorted(plans, key=lambda name: name != "correct/rest"):
+    for name in plans:
         if name not in HEAVY_RUNS:
             others.put(name)
     results: dict[str, list[dict]] = {}
