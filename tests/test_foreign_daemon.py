@@ -47,7 +47,7 @@ REFERENCE_ONLY_SCENARIOS = {
         "R9: compares Health.version with the reference package's version; the "
         "contract asks only for a non-empty string",
     "StartJob refuses a tasks folder it cannot parse, naming the file":
-        "R1: StartJob parsing the folder is the reference daemon's choice (section 5); "
+        "R1: parsing the folder in StartJob is asked of the reference daemon alone; "
         "this daemon accepts the job and fails it, naming the file",
     "GetJobStatus reports times, errors and units":
         "R6: unit status 'blocked' is the reference daemon's vocabulary; this daemon "
