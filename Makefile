@@ -59,7 +59,7 @@ proto: $(STAMP)
 ## Every mutant of tests/mutants/catalogue.py on both paths: fails when the
 ## suite lets one survive (docs/SUITE_POWER.md).
 mutants: $(STAMP)
-	PYTHONPATH=$(CURDIR) $(PY) -m tests.mutants
+	PYTHONPATH=$(CURDIR) $(PY) -m tests.mutants $(ARGS)
 
 ## The feature files 50 times in a row: the flakiness check.
 repeat: $(STAMP)

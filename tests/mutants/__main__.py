@@ -29,9 +29,12 @@ def main() -> int:
     report = args.report or Path(tempfile.mkdtemp(prefix="mutants-"))
     started = time.monotonic()
     tally: dict[tuple[str, str], list[bool]] = defaultdict(list)
+    catchers: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
 
     def show(outcome) -> None:
         tally[(outcome.mutant, outcome.path)].append(outcome.killed)
+        for scenario in outcome.failed_scenarios:
+            catchers[(outcome.mutant, outcome.path)][scenario] += 1
         mark = "killed  " if outcome.killed else outcome.verdict.upper()
         rules = ",".join(outcome.failed_rules) or "-"
         print(f"{mark:<10} {outcome.mutant:<32} {outcome.path:<10} rules failed: {rules:<14} "
@@ -48,6 +51,8 @@ def main() -> int:
     if args.repeat > 1:
         for (name, path), runs in sorted(tally.items()):
             print(f"  {name:<32} {path:<10} caught {sum(runs)}/{len(runs)}")
+            for scenario, count in sorted(catchers[(name, path)].items()):
+                print(f"      {count}/{len(runs)}  {scenario}")
     if survivors:
         print("not caught every time: " + ", ".join(f"{n} ({p})" for n, p in sorted(survivors)))
         return 1

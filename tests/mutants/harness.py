@@ -32,6 +32,7 @@ class Outcome:
     failed_rules: list[str]
     seconds: float
     detail: str = ""
+    failed_scenarios: tuple[str, ...] = ()  # the ids of the scenarios that caught it
 
     @property
     def killed(self) -> bool:
@@ -59,10 +60,11 @@ def run_one(mutant: Mutant, path: str, report_dir: Path) -> Outcome:
                        f"the run outlived {RUN_TIMEOUT_S} s")
     seconds = time.monotonic() - started
     results_path = report / "results.json"
-    rules = json.loads(results_path.read_text())["rules"] if results_path.exists() else []
-    failed = [r["id"] for r in rules if r["verdict"] == "FAIL"]
+    results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    failed = [r["id"] for r in results.get("rules", []) if r["verdict"] == "FAIL"]
+    catchers = tuple(s["id"] for s in results.get("scenarios", []) if s["verdict"] == "FAIL")
     if run.returncode == 1 and set(failed) & set(mutant.rules):
-        return Outcome(mutant.name, path, "killed", failed, seconds)
+        return Outcome(mutant.name, path, "killed", failed, seconds, failed_scenarios=catchers)
     verdict = "survived" if run.returncode == 0 else "no verdict"
     if run.returncode == 1:
         verdict = "survived"  # it failed, but not by the rules that should catch it
