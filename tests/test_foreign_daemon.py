@@ -2,23 +2,23 @@
 
 tests/foreign_daemon/ is a second implementation of the service, written
 apart from the reference daemon and choosing differently wherever the
-contract leaves a choice open. Two checks:
+specification leaves a choice open. Checks:
 
-- Run as it is, it is correct: the suite must fail no scenario (no false
-  failures), except the few that still assert what only the reference daemon
-  does (REFERENCE_ONLY_SCENARIOS below).
+- Run as it is, it is correct: the suite must fail no scenario, in the
+  control profile and in the black-box one (`--no-control`): no false
+  failures.
 - Run with one defect switched on (`--bug NAME`), the suite must fail the
-  rule that defect breaks (no false passes).
+  rule that defect breaks, black-box too where a client can see it: no
+  false passes.
 
 Each run is the suite's own runner (`choo-conformance --server-cmd ...`),
-a few at a time (the machine has two cores), and its verdict is read from the
-results.json it writes: one record per scenario, teardown checks included.
+a few at a time (the machine has two cores), and its verdict is read from
+the results.json it writes.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import queue
 import signal
@@ -28,34 +28,17 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from choo_conformance.rules import is_rule
-from choo_conformance.runner import read_known_failing
+from conformance_run import Verdict, conformance
+
+from choo_conformance.known_lists import PatternList
+from choo_conformance.rules import contract_rules
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER = ROOT / "tests" / "foreign_daemon" / "server.py"
-RUN_TIMEOUT_S = 600
+RUN_TIMEOUT_S = 900
 PARALLEL_RUNS = 3
 # Set in the environment of the daemons a run starts, to find any it leaves.
 RUN_MARKER = "FOREIGN_DAEMON_RUN"
-
-# Scenarios that assert what only the reference daemon does, not the
-# contract's rules for every implementation. They are being tagged @reference
-# (never part of the verdict on another implementation); until then they fail
-# here, and the reason says why that is right. Empty this once they are.
-REFERENCE_ONLY_SCENARIOS = {
-    "Health reports the active jobs and the version":
-        "R9: compares Health.version with the reference package's version; the "
-        "contract asks only for a non-empty string",
-    "StartJob refuses a tasks folder it cannot parse, naming the file":
-        "R1: parsing the folder in StartJob is asked of the reference daemon alone; "
-        "this daemon accepts the job and fails it, naming the file",
-    "GetJobStatus reports times, errors and units":
-        "R6: unit status 'blocked' is the reference daemon's vocabulary; this daemon "
-        "says 'skipped'",
-    "A job that was running when the daemon died comes back failed, history intact":
-        "W17: the error text is the reference daemon's wording; the contract asks "
-        "only for `failed` with an error saying so",
-}
 
 # Each defect the daemon can switch on, and the rule the suite must fail.
 BUG_BREAKS = {
@@ -68,9 +51,18 @@ BUG_BREAKS = {
     "drops-slow-watcher-events": "W15",
     "thread-per-watch": "W16",
 }
-# The scenarios each defect's run selects: its rule's, less any that would
-# only add time (the 1000-watcher scenario is tagged W15 too).
-BUG_SELECTION = {**BUG_BREAKS, "drops-slow-watcher-events": "W15 and not daemon_capacity"}
+# The defects that must be caught black-box too (the daemon without its
+# control service), and the rule that catches them there.
+BLACK_BOX_BREAKS = {
+    "renumbered-replay": "W10",
+    "exclusive-from": "W10",
+    "replay-drops-payload": "W9",
+    "drops-slow-watcher-events": "W15",
+}
+# The scenarios each defect's run selects: its rule's, less the 1000-watcher
+# scenario (tagged W15 too), which only thread-per-watch needs.
+BUG_SELECTION = {bug: rule if bug == "thread-per-watch" else f"{rule} and not daemon_capacity"
+                 for bug, rule in BUG_BREAKS.items()}
 
 # The defects the runner's own tests start the daemon with
 # (tests/test_conformance_runner.py); known-failing.txt lists what they break.
@@ -91,8 +83,8 @@ CORRECT_PARTS = {
 }
 
 
-def _server_cmd(bugs=()) -> str:
-    flags = "".join(f" --bug {bug}" for bug in bugs)
+def _server_cmd(bugs=(), control: bool = True) -> str:
+    flags = "".join(f" --bug {bug}" for bug in bugs) + ("" if control else " --no-control")
     return f"{sys.executable} {SERVER} --socket {{socket}} --db {{db}}{flags}"
 
 
@@ -119,37 +111,26 @@ def _leftover_processes(marker: str) -> list[int]:
     return pids
 
 
-def _run_suite(name: str, folder: Path, tags: str, server_cmd: str) -> list[dict]:
-    """The runner's record of each scenario: scenario, tags, outcome, detail."""
-    report = folder / name
-    log = folder / f"{name}.log"
-    command = [sys.executable, "-m", "choo_conformance.cli", "--server-cmd", server_cmd,
-               "--tags", tags, "--report", str(report)]
-    env = {**os.environ, RUN_MARKER: f"{folder}/{name}"}
-    with open(log, "wb") as out:
-        try:
-            # A failing rule makes the runner exit 1: the records say which.
-            subprocess.run(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env,
-                           check=False, timeout=RUN_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"the {name} run went over {RUN_TIMEOUT_S} s; see {log}")
-    results = report / "results.json"
-    assert results.exists(), f"the {name} run wrote no results:\n{log.read_text()[-3000:]}"
-    return json.loads(results.read_text())
-
-
-def _rules(record: dict) -> set[str]:
-    return {tag for tag in record["tags"] if is_rule(tag)}
+def _run_suite(name: str, folder: Path, tags: str, server_cmd: str) -> Verdict:
+    verdict = conformance(folder / name, "--server-cmd", server_cmd, "--tags", tags,
+                          timeout=RUN_TIMEOUT_S, env={RUN_MARKER: f"{folder}/{name}"})
+    assert verdict.results is not None, f"the {name} run wrote no results:\n{verdict.output()}"
+    return verdict
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """Every run's scenario results, by name: 'correct/<part>' and 'bug/<name>'."""
+    """Every run's verdict, by name: 'correct/<part>', 'black-box/correct',
+    'bug/<name>' and 'black-box/<name>'."""
     folder = tmp_path_factory.mktemp("foreign")
     plans = {f"correct/{part}": (tags, _server_cmd()) for part, tags in CORRECT_PARTS.items()}
+    plans["black-box/correct"] = ("black_box or job_lifecycle or daemon_lifecycle",
+                                  _server_cmd(control=False))
     plans.update({f"bug/{bug}": (tags, _server_cmd([bug])) for bug, tags in BUG_SELECTION.items()})
+    plans.update({f"black-box/{bug}": (f"black_box and {rule}", _server_cmd([bug], control=False))
+                  for bug, rule in BLACK_BOX_BREAKS.items()})
 
-    def run(name: str) -> list[dict]:
+    def run(name: str) -> Verdict:
         return _run_suite(name.replace("/", "-"), folder, *plans[name])
 
     # The heavy runs take turns at the head of the first lane; the others go
@@ -158,7 +139,7 @@ def runs(tmp_path_factory):
     for name in plans:
         if name not in HEAVY_RUNS:
             others.put(name)
-    results: dict[str, list[dict]] = {}
+    results: dict[str, Verdict] = {}
 
     def lane(first: tuple[str, ...]) -> None:
         for name in first:
@@ -185,44 +166,44 @@ def runs(tmp_path_factory):
     return results
 
 
-def _why(record: dict) -> str:
-    detail = record["detail"].strip().splitlines() or ["(no detail)"]
-    return f"{record['scenario']}: {detail[0]}"
+def _why(scenario: dict) -> str:
+    detail = scenario["detail"].strip().splitlines() or ["(no detail)"]
+    return f"{scenario['ids'][0]}: {detail[0]}"
 
 
 @pytest.mark.slow
-def test_the_correct_daemon_fails_no_scenario_of_the_contract(runs):
-    records = [r for name, rs in runs.items() if name.startswith("correct/") for r in rs]
-    assert records, "the correct daemon's runs found no scenario"
+@pytest.mark.parametrize("profile", ["control", "black-box"])
+def test_the_correct_daemon_fails_no_scenario(runs, profile):
+    names = ([n for n in runs if n.startswith("correct/")] if profile == "control"
+             else ["black-box/correct"])
+    scenarios = [s for name in names for s in runs[name].results["scenarios"]]
+    assert scenarios, "the correct daemon's runs found no scenario"
+    assert {runs[name].results["profile"] for name in names} == {profile}
 
-    failed = [r for r in records if r["outcome"] == "failed"]
-    unexpected = [_why(r) for r in failed if r["scenario"] not in REFERENCE_ONLY_SCENARIOS]
-    assert not unexpected, "the suite fails a correct daemon:\n" + "\n".join(unexpected)
-    not_failing = sorted(set(REFERENCE_ONLY_SCENARIOS) - {r["scenario"] for r in failed})
-    assert not not_failing, (
-        f"listed as asserting reference-only behaviour, but did not fail: {not_failing}; "
-        "take them out of REFERENCE_ONLY_SCENARIOS")
-
-    # Skipped: only the scenarios that exist in process alone.
-    skipped = [_why(r) for r in records
-               if r["outcome"] == "skipped" and "scripted" not in r["tags"]]
-    assert not skipped, "skipped against the daemon:\n" + "\n".join(skipped)
-    # Every rule was checked by a scenario that passed (R9 has none yet but
-    # its reference-only one).
-    passed = {rule for r in records if r["outcome"] == "passed" for rule in _rules(r)}
-    checked = {rule for r in records if r["scenario"] not in REFERENCE_ONLY_SCENARIOS
-               for rule in _rules(r)}
-    assert checked <= passed, f"no passing scenario for {sorted(checked - passed)}"
+    failed = [_why(s) for s in scenarios if s["verdict"] not in ("PASS", "N/A")]
+    assert not failed, "the suite does not pass a correct daemon:\n" + "\n".join(failed)
+    # Every rule of the contract was checked by a scenario that passed.
+    passed = {rule for s in scenarios if s["verdict"] == "PASS" for rule in s["rules"]}
+    unchecked = sorted(set(contract_rules()) - passed)
+    assert not unchecked, f"no passing scenario for {unchecked}"
+    assert all(runs[name].code == 0 for name in names)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("bug", sorted(BUG_BREAKS))
 def test_each_defect_fails_the_rule_it_breaks(runs, bug):
-    rule = BUG_BREAKS[bug]
-    ran = [r for r in runs[f"bug/{bug}"] if rule in _rules(r) and r["outcome"] != "skipped"]
-    assert ran, f"no scenario of {rule} ran against --bug {bug}"
-    assert any(r["outcome"] == "failed" for r in ran), (
-        f"the suite passed every {rule} scenario against --bug {bug}")
+    verdict, rule = runs[f"bug/{bug}"], BUG_BREAKS[bug]
+    assert verdict.rules.get(rule) == "FAIL", f"--bug {bug}: {verdict.rules}\n{verdict.output()}"
+    assert verdict.code == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bug", sorted(BLACK_BOX_BREAKS))
+def test_each_defect_is_caught_black_box(runs, bug):
+    verdict, rule = runs[f"black-box/{bug}"], BLACK_BOX_BREAKS[bug]
+    assert verdict.results["profile"] == "black-box"
+    assert verdict.rules.get(rule) == "FAIL", (
+        f"--bug {bug} --no-control: {verdict.rules}\n{verdict.output()}")
 
 
 def test_every_defect_of_the_daemon_is_checked():
@@ -233,12 +214,6 @@ def test_every_defect_of_the_daemon_is_checked():
 
 
 def test_the_shipped_known_failing_list_matches_the_usual_defects():
-    listed = read_known_failing(str(SERVER.parent / "known-failing.txt"))
-    assert listed == {BUG_BREAKS[bug] for bug in USUAL_BUGS}
-
-
-def test_the_reference_only_scenarios_exist():
-    """A renamed scenario must not linger in REFERENCE_ONLY_SCENARIOS."""
-    features = "".join(p.read_text() for p in (ROOT / "features").glob("*.feature"))
-    missing = [name for name in REFERENCE_ONLY_SCENARIOS if f"Scenario: {name}\n" not in features]
-    assert not missing, missing
+    listed = PatternList.read("known-failing", str(SERVER.parent / "known-failing.txt"),
+                              set(contract_rules()))
+    assert {e.pattern for e in listed.entries} == {f"{BUG_BREAKS[bug]}/*" for bug in USUAL_BUGS}

@@ -13,7 +13,7 @@ from pytest_bdd import given, parsers, then, when
 
 from choo.v1 import daemon_pb2
 
-from .contract import CONTRACT_CODES
+from .contract import CONTRACT_CODES, TERMINAL
 from .fixtures import EVENTUALLY, PROMPTLY, status_code
 from .wait import wait_until
 
@@ -631,3 +631,21 @@ def internal_or_invalid(world):
     status = world.raw_status
     assert status.code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.INVALID_ARGUMENT), (
         f"a request that does not decode was answered {status}")
+
+
+@then("the call fails with status INVALID_ARGUMENT, or every answer about the job it started stays "
+      "within gRPC's limits")
+def refused_or_answers_fit(target, world):
+    response, status = _answer(world)
+    if status.code == grpc.StatusCode.INVALID_ARGUMENT:
+        return
+    assert status.code == grpc.StatusCode.OK, f"StartJob answered {status}"
+    job_id = response.job_id
+    assert wait_until(lambda: target.job(job_id).status in TERMINAL, EVENTUALLY), (
+        f"the job is still {target.job(job_id).status!r}")
+    _, about = target.call("GetJobStatus", daemon_pb2.GetJobStatusRequest(job_id=job_id)).result(EVENTUALLY)
+    assert about is not None and about.code == grpc.StatusCode.OK, f"GetJobStatus answered {about}"
+    watch = target.watch(job_id, 1)
+    ended = watch.wait_for_status(EVENTUALLY)
+    assert ended is not None and ended.code == grpc.StatusCode.OK, (
+        f"a watch of the job from 1 ended {ended} after {len(watch.received())} events")

@@ -18,6 +18,9 @@ import grpc
 from choo.v1 import daemon_pb2, daemon_pb2_grpc
 
 STARTUP_TIMEOUT_S = 20.0
+RECONNECT_PROMPTLY = [("grpc.initial_reconnect_backoff_ms", 50),
+                      ("grpc.min_reconnect_backoff_ms", 50),
+                      ("grpc.max_reconnect_backoff_ms", 250)]
 STOP_TIMEOUT_S = 15.0
 
 # Called with the process group of every daemon started, so that whoever
@@ -81,7 +84,9 @@ class DaemonProcess:
     def wait_healthy(self, timeout: float) -> bool:
         """Whether Health answers (any answer) before the deadline or the exit."""
         deadline = time.monotonic() + timeout
-        with grpc.insecure_channel(self.address) as channel:
+        # gRPC backs off up to 2 minutes between connection attempts; a daemon
+        # that comes up late must be found at once.
+        with grpc.insecure_channel(self.address, options=RECONNECT_PROMPTLY) as channel:
             stub = daemon_pb2_grpc.DaemonServiceStub(channel)
             while time.monotonic() < deadline:
                 if self.proc is None or self.proc.poll() is not None:

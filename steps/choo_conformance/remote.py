@@ -18,7 +18,7 @@ from choo.v1 import daemon_pb2, daemon_pb2_grpc
 
 from .contract import CONTROL_SERVICE, DAEMON_SERVICE
 from .daemon_target import CALL_DEADLINE_S, WATCH_DEADLINE_S, DaemonTarget, Watch
-from .process import STARTUP_TIMEOUT_S, DaemonProcess
+from .process import RECONNECT_PROMPTLY, STARTUP_TIMEOUT_S, DaemonProcess
 from .stream import OK, Status
 
 OWN_CHANNEL_WATCHES = 16
@@ -98,7 +98,7 @@ class RemoteDaemon(DaemonTarget):
         self._connect()
 
     def _connect(self) -> None:
-        self._channel = grpc.insecure_channel(self.address)
+        self._channel = grpc.insecure_channel(self.address, options=RECONNECT_PROMPTLY)
         self._daemon = daemon_pb2_grpc.DaemonServiceStub(self._channel)
         self._stubs: dict[str, Any] = {
             DAEMON_SERVICE.full_name: self._daemon,
@@ -111,9 +111,10 @@ class RemoteDaemon(DaemonTarget):
 
     def _open_watch(self, request):
         if len(self.calls) < OWN_CHANNEL_WATCHES:
-            return RemoteWatch(grpc.insecure_channel(self.address), request, owns_channel=True)
+            channel = grpc.insecure_channel(self.address, options=RECONNECT_PROMPTLY)
+            return RemoteWatch(channel, request, owns_channel=True)
         if not self._shared_channels:
-            self._shared_channels = [grpc.insecure_channel(self.address)
+            self._shared_channels = [grpc.insecure_channel(self.address, options=RECONNECT_PROMPTLY)
                                      for _ in range(SHARED_CHANNELS)]
         channel = self._shared_channels[len(self.calls) % SHARED_CHANNELS]
         return RemoteWatch(channel, request, owns_channel=False)
@@ -130,6 +131,10 @@ class RemoteDaemon(DaemonTarget):
         self.process.wait_exit(STARTUP_TIMEOUT_S)
         self.process.kill()
         self.process.start()
+        self._channel.close()
+        for channel in self._shared_channels:
+            channel.close()
+        self._connect()
         return True
 
     def restart(self) -> list[str]:
