@@ -137,12 +137,14 @@ CATALOGUE = (
                  "            if st.last_seq - cursor >= 16384:\n"
                  "                cursor = self._cursor = st.last_seq - 16383\n"),),
            tags="volume"),
-    Mutant("unbounded-queue", "each watcher gets a queue of every event it has not read yet", ("W15",),
+    Mutant("unbounded-queue", "each watcher gets a queue of the messages for every event it has "
+           "not read yet", ("W15",),
            (Edit(f"{R}.job_store:JobStore.record_many", "                st.window.extend(events)\n",
                  "                st.window.extend(events)\n"
+                 "                to_message = __import__('choo_reference.convert').convert.event_to_proto\n"
                  "                for f in st.open_feeds:\n"
                  "                    q = self.__dict__.setdefault('_queues', {}).setdefault(id(f), [])\n"
-                 "                    q.extend(__import__('copy').deepcopy(events))\n"),
+                 "                    q.extend(to_message.__wrapped__(e) for e in events)\n"),
             Edit(f"{R}.job_store:_Feed.read", "                self._cursor = cursor + len(batch)\n"
                  "                return batch\n",
                  "                self._cursor = cursor + len(batch)\n"
