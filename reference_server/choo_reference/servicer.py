@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import threading
 
 import grpc
 
@@ -107,9 +106,9 @@ class DaemonServicer(daemon_pb2_grpc.DaemonServiceServicer):
         self.jobs = jobs
         self.shutdown = shutdown if shutdown is not None else ShutdownSignal()
         self.version = version
-        # Set once a Shutdown call has stopped the jobs and answered; the
+        # Set once a Shutdown call has stopped the jobs and is answering; the
         # daemon process then stops serving and removes its socket.
-        self.shutdown_done = threading.Event()
+        self.shutdown_done = ShutdownSignal()
 
     @_rpc
     def StartJob(self, request, context):
@@ -204,7 +203,7 @@ class DaemonServicer(daemon_pb2_grpc.DaemonServiceServicer):
         log.info("shutting down (wait_for_jobs=%s, timeout %ss)",
                  request.wait_for_jobs, request.timeout_seconds or 30)
         stopped = self.jobs.shutdown(request.wait_for_jobs, float(request.timeout_seconds))
-        self.shutdown_done.set()
+        self.shutdown_done.trigger()
         return daemon_pb2.ShutdownResponse(success=True, jobs_stopped=min(stopped, INT32_MAX))
 
     @_rpc
