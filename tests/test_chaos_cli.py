@@ -47,7 +47,8 @@ def test_a_socket_path_too_long_for_unix_sockets_is_refused_and_nothing_is_creat
     socket = folder / ("s" * 120) / "d.sock"
     expected = (f"the socket path {socket} is {len(str(socket))} bytes long; "
                 "Unix socket paths can be at most 107 bytes")
-    line = error_line(choo_ref("daemon", "--socket", str(socket), "--db", str(folder / "d" / "d.db")))
+    line = error_line(choo_ref("daemon", "--socket", str(socket),
+                               "--db", str(folder / "d" / "d.db")))
     assert expected in line
     assert sorted(folder.iterdir()) == []
     assert expected in error_line(choo_ref("health", "--socket", str(socket)))

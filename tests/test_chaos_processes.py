@@ -62,7 +62,7 @@ def test_forced_stop_and_shutdown_leave_no_command_running(tmp_path, pidfiles):
         with grpc.insecure_channel(daemon.address) as channel:
             stub = stubs(channel)[0]
             ids = {job: start_job(stub, tasks[job], tmp_path) for job in tasks}
-            pids = dict(zip(escaped, wait_for_pids(*escaped.values())))
+            pids = dict(zip(escaped, wait_for_pids(*escaped.values()), strict=True))
 
             # What a job left is killed when it ends.
             list(stub.WatchJob(daemon_pb2.WatchJobRequest(job_id=ids["d"]), timeout=DEADLINE_S))

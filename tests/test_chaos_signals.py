@@ -22,7 +22,7 @@ from choo.v1 import daemon_pb2
 
 pytestmark = pytest.mark.slow
 
-TRIALS = 6
+TRIALS = 8
 
 
 def test_every_sigterm_starts_the_shutdown_at_random_moments(tmp_path):

@@ -30,16 +30,20 @@ class _Undecodable:
         self.message = message
 
 
-def _lenient(deserialize, method: str):
+def _lenient(deserialize):
     message_type = getattr(getattr(deserialize, "__self__", None), "DESCRIPTOR", None)
     type_name = message_type.full_name if message_type is not None else "the request message"
+
+    # protobuf's message starts by naming the type, which ours names already.
+    redundant = f"Error parsing message with type '{type_name}': "
 
     def decode(raw: bytes):
         try:
             return deserialize(raw)
         except Exception as error:
+            reason = str(error).removeprefix(redundant)
             return _Undecodable(shorten(f"the request does not decode as {type_name}: "
-                                        f"{error}", 512))
+                                        f"{reason}", 512))
 
     return decode
 
@@ -81,7 +85,7 @@ def _refuse_undecodable(behavior, method: str):
 def _decode_guarded(method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
     if handler.request_streaming or handler.request_deserializer is None:
         return handler  # a stream's messages are the servicer's to judge
-    deserialize = _lenient(handler.request_deserializer, method)
+    deserialize = _lenient(handler.request_deserializer)
     if handler.response_streaming:
         return grpc.unary_stream_rpc_method_handler(
             _refuse_undecodable(handler.unary_stream, method),
