@@ -224,17 +224,19 @@ class _Daemon:
                 store = JobStore(self.db_path, max_bytes=self.db_max_bytes,
                                  subscription_history=DEFAULT_SUBSCRIPTION_HISTORY
                                  if self.add_control else 0)
-            except (StorageError, OSError) as exc:
-                raise _StartFailed(f"cannot open the database {self.db_path}: {exc}") from None
-            except Exception as exc:
+            except Exception as exc:  # StorageError, or not a database at all
                 raise _StartFailed(f"cannot open the database {self.db_path}: {exc}") from None
             steps_done.append(store.close)
             tracker = ProcessTracker(store)
             if not become_subreaper():
                 log.warning("cannot become a child subreaper: a command that leaves its "
                             "process group is only found by its environment")
-            tracker.kill_leftovers()
-            tracker.begin()
+            try:
+                tracker.kill_leftovers()
+                tracker.begin()
+            except StorageError as error:
+                log.warning("cannot record this run's processes (%s): after a crash, the "
+                            "next start cannot find what its commands left", error)
             self.orchestrator = Orchestrator(store, command_timeout_s=self.command_timeout_s,
                                              processes=tracker)
             self._add_services(server)
