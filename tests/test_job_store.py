@@ -181,10 +181,13 @@ def test_update_unit_keeps_first_insertion_order(store):
     assert units == (UnitState("b", "running", 1, 2, 7), UnitState("a", "pending", 0, 1))
     with pytest.raises(JobNotFound):
         store.update_unit("x", UnitState("a"))
-    store.set_status("j", "completed")
+    store.set_status("j", "cancelled")
+    # The job's end ends its units too, in their places.
+    ended = (UnitState("b", "cancelled", 1, 2, 7), UnitState("a", "cancelled", 0, 1))
+    assert store.get_job("j").units == ended
     with pytest.raises(JobTerminal):
         store.update_unit("j", UnitState("a", "completed", 1, 1))
-    assert store.get_job("j").units == units
+    assert store.get_job("j").units == ended
 
 
 def test_list_jobs_newest_first_with_filter(store):
@@ -667,12 +670,14 @@ def test_reopen_returns_identical_events_and_fails_unfinished_jobs(db_path):
             assert job.completed_at_ns == failed_at
             assert job.started_at_ns == before[job_id].started_at_ns
             assert job == dataclasses.replace(
-                before[job_id], status="failed", error=INTERRUPTED_ERROR, completed_at_ns=failed_at
+                before[job_id], status="failed", error=INTERRUPTED_ERROR,
+                completed_at_ns=failed_at, units=job.units,
             )
         assert again.get_job("done") == before["done"]
         assert again.get_job("bad") == before["bad"]
+        # The unit that was running failed with its job; a finished one stays as it was.
         assert again.get_job("run").units == (
-            UnitState("u2", "running", 1, 3),
+            UnitState("u2", "failed", 1, 3),
             UnitState("u1", "completed", 2, 2, 12),
         )
         assert again.find_active("/r", "f") is None

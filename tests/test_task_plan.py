@@ -502,14 +502,14 @@ def test_unreadable_task_file_simulated(tmp_path, monkeypatch):
 
     root = write_tree(tmp_path / "tasks", one_unit(**{"01-a.md": task_md(1)}))
     target = str(root / "api" / "01-a.md")
-    real_open = open
+    real_open = os.open
 
     def guarded_open(path, *args, **kwargs):
         if str(path) == target:
             raise PermissionError(13, "Permission denied", str(path))
         return real_open(path, *args, **kwargs)
 
-    monkeypatch.setattr(task_plan, "open", guarded_open, raising=False)
+    monkeypatch.setattr(task_plan.os, "open", guarded_open)
     with pytest.raises(PlanError) as caught:
         load_plan(root)
     assert str(caught.value) == f"{target}: cannot read: Permission denied"

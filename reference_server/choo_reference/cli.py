@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 
@@ -143,8 +144,12 @@ def _client_command(command):
 
         from choo.v1 import daemon_pb2_grpc
 
-        from .client import CliError, describe_error, open_channel
+        from .client import CliError, describe_error, open_channel, socket_problem
 
+        problem = socket_problem(args.socket)
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
+            return 1
         try:
             with open_channel(args.socket) as channel:
                 return command(args, daemon_pb2_grpc.DaemonServiceStub(channel))
@@ -160,15 +165,29 @@ def _client_command(command):
     return run
 
 
+# The largest value of the int32 fields these options fill.
+INT32_MAX = 2**31 - 1
+
+
 def _non_negative_int(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    if value > INT32_MAX:
+        raise argparse.ArgumentTypeError(f"must be at most {INT32_MAX}, got {value}")
     return value
 
 
 def _positive_float(text: str) -> float:
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}")
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
     return value

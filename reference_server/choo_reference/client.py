@@ -54,6 +54,13 @@ def expand(path: str | os.PathLike[str]) -> str:
     return os.path.abspath(os.path.expanduser(os.fspath(path)))
 
 
+def socket_problem(socket_path: str) -> str | None:
+    """Why no daemon could listen on this path (too long for a Unix socket), or None."""
+    from .files import socket_path_problem
+
+    return socket_path_problem(expand(socket_path))
+
+
 def open_channel(socket_path: str) -> grpc.Channel:
     return grpc.insecure_channel(f"unix://{expand(socket_path)}", options=CHANNEL_OPTIONS)
 

@@ -15,6 +15,13 @@ Events go to the RunRecorder in choo's vocabulary; recorder calls are
 serialised, so a recorder sees one call at a time. Neither the recorder nor
 on_done is ever called while the run holds its state lock, so they may call
 stop(). Do not call wait() while holding a lock the recorder or on_done needs.
+A recorder that cannot record (the disk is full) raises RecordingFailed: the
+run kills its commands and ends failed with that message, recording nothing
+more.
+
+With a CommandProcesses (processes.py), commands are started through it and
+whatever they leave outside their groups is killed on a forced stop and when
+the run ends.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from dataclasses import dataclass
 from typing import Callable, Protocol
 
 from .jobs import CANCELLED, COMPLETED, FAILED, PENDING, RUNNING, UnitState
+from .limits import MAX_PARALLELISM
 from .task_plan import Plan, Task, Unit
 
 BLOCKED = "blocked"  # unit status: a unit it depends on failed
@@ -46,10 +54,26 @@ KILLED_BY_STOP = "killed: the job was force-stopped"
 log = logging.getLogger(__name__)
 
 
+class RecordingFailed(Exception):
+    """Raised by a RunRecorder that cannot record; str() says why."""
+
+
 class RunRecorder(Protocol):
     def record(self, event_type: str, unit_id: str, payload: dict) -> None: ...
 
     def update_unit(self, unit: UnitState) -> None: ...
+
+
+class CommandProcesses(Protocol):
+    """Where a run's commands are started and tracked (processes.JobProcesses)."""
+
+    def spawn(self, start: Callable[[dict], subprocess.Popen]) -> subprocess.Popen:
+        """start(env) the command; may raise when it cannot be tracked."""
+
+    def ended(self, proc: subprocess.Popen) -> None: ...
+
+    def kill_strays(self) -> int:
+        """Kill what the run's commands left running outside their groups."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +97,7 @@ class JobRun:
         recorder: RunRecorder,
         on_done: Callable[[str, str], None],
         command_timeout_s: float | None = 600.0,
+        processes: CommandProcesses | None = None,
     ) -> None:
         if parallelism < 0:
             raise ValueError(f"parallelism must be >= 0, got {parallelism}")
@@ -80,8 +105,10 @@ class JobRun:
             raise ValueError(f"command_timeout_s must be > 0, got {command_timeout_s}")
         self.plan = plan
         self.repo_path = os.fspath(repo_path)
-        self.parallelism = parallelism or os.cpu_count() or 1
+        # At most MAX_PARALLELISM units at once: a thread and a process each.
+        self.parallelism = min(parallelism or os.cpu_count() or 1, MAX_PARALLELISM)
         self.command_timeout_s = command_timeout_s
+        self._processes = processes
         self.status = PENDING  # RUNNING once started, then the final status
         self.error = ""
 
@@ -101,6 +128,7 @@ class JobRun:
         self._finished_units: list[tuple[str, str, str]] = []  # (unit, status, error)
         self._workers: dict[str, threading.Thread] = {}
         self._procs: set[subprocess.Popen[bytes]] = set()
+        self._recording_failed: RecordingFailed | None = None
         self._done = threading.Event()
         self._started_at = 0.0
 
@@ -139,7 +167,16 @@ class JobRun:
                 for proc in self._procs:
                     _kill_group(proc)
             self._cond.notify_all()
-            return True
+        if force:
+            self._kill_strays()
+        return True
+
+    def _kill_strays(self) -> None:
+        if self._processes is not None:
+            try:
+                self._processes.kill_strays()
+            except Exception:
+                log.exception("could not kill what the job's commands left running")
 
     def wait(self, timeout: float | None = None) -> bool:
         """True once the run has finished: on_done has returned and no thread
@@ -159,15 +196,23 @@ class JobRun:
         self._started_at = time.monotonic()
         try:
             status, error = self._orchestrate()
+        except RecordingFailed as failure:
+            self._fail_recording(failure)
+            self._abort()
+            status, error = FAILED, str(self._recording_failed)
+            log.warning("job run stopped: %s", error)
         except BaseException as exc:  # a bug or a failing recorder: still finish
             log.exception("job run failed unexpectedly")
             status, error = FAILED, f"internal error: {exc!r}"
             try:
                 self._abort()
                 self._emit("orch.failed", "", {"error": error})
+            except RecordingFailed:
+                pass
             except Exception:
                 log.exception("could not end the failed run cleanly")
         self.status, self.error = status, error
+        self._kill_strays()  # nothing a job started outlives it
         try:
             self._on_done(status, error)
         except Exception:
@@ -221,6 +266,9 @@ class JobRun:
                     self._settled = True
                     cancelled = self._stop_requested
                     forced = self._force
+                    failure = self._recording_failed
+                if failure is not None:
+                    raise failure
                 break
 
             with self._cond:
@@ -321,6 +369,17 @@ class JobRun:
                     {"blocked_by": failed_id, "error": f"dependency {failed_id!r} failed"},
                 )
 
+    def _fail_recording(self, failure: RecordingFailed) -> None:
+        """Recording failed: keep the first reason, stop everything now."""
+        with self._cond:
+            if self._recording_failed is None:
+                self._recording_failed = failure
+            self._stop_requested = True
+            self._force = True
+            for proc in self._procs:
+                _kill_group(proc)
+            self._cond.notify_all()
+
     def _abort(self) -> None:
         """Kill everything still running and wait for the workers."""
         with self._cond:
@@ -339,12 +398,17 @@ class JobRun:
         status, error = FAILED, "internal error"
         try:
             status, error = self._run_unit(unit)
+        except RecordingFailed as failure:
+            self._fail_recording(failure)
+            status, error = FAILED, str(failure)
         except BaseException as exc:
             log.exception("unit %s failed unexpectedly", unit.unit_id)
             status, error = FAILED, f"internal error: {exc!r}"
             try:
                 self._publish(unit.unit_id, status=FAILED)
                 self._emit("unit.failed", unit.unit_id, {"error": error})
+            except RecordingFailed:
+                pass
             except Exception:
                 log.exception("could not record unit.failed")
         finally:
@@ -439,21 +503,29 @@ class JobRun:
                 "not_started", None, _ms_since(started), "",
                 f"cannot run backpressure command: {problem}",
             )
-        try:
-            proc = subprocess.Popen(
+
+        def start(env: dict | None = None) -> subprocess.Popen[bytes]:
+            return subprocess.Popen(
                 ["/bin/sh", "-c", task.backpressure],
                 cwd=self.repo_path,
+                env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # own process group: killable as a whole
             )
+
+        try:
+            proc = start() if self._processes is None else self._processes.spawn(start)
         except OSError as exc:
             return _CommandResult(
                 "not_started", None, _ms_since(started), "",
                 f"cannot run backpressure command in {self.repo_path!r}: "
                 f"{exc.strerror or exc}",
             )
+        except Exception as exc:  # it could not be tracked, so it was not run
+            return _CommandResult("not_started", None, _ms_since(started), "",
+                                  f"cannot run backpressure command: {exc}")
 
         assert proc.stdout is not None
         tail = bytearray()
@@ -486,6 +558,8 @@ class JobRun:
                 proc.wait()
             # Whatever the command left running in its group goes with it.
             _kill_group(proc)
+            if self._processes is not None:
+                self._processes.ended(proc)
             if reader.ident is not None:
                 reader.join(_OUTPUT_DRAIN_S)
                 if reader.is_alive():
@@ -516,14 +590,22 @@ class JobRun:
 
     def _emit(self, event_type: str, unit_id: str, payload: dict) -> None:
         with self._emit_lock:
+            self._check_recording()
             self._recorder.record(event_type, unit_id, payload)
 
     def _publish(self, unit_id: str, **changes: object) -> None:
         """Apply changes to a unit's state and hand the new state to the recorder."""
         with self._emit_lock:
+            self._check_recording()
             state = dataclasses.replace(self._units[unit_id], **changes)
             self._units[unit_id] = state
             self._recorder.update_unit(state)
+
+    def _check_recording(self) -> None:
+        # Once recording has failed nothing more is recorded: the run ends.
+        failure = self._recording_failed
+        if failure is not None:
+            raise failure
 
 
 def _read_tail(fd: int, wake_fd: int, tail: bytearray) -> None:

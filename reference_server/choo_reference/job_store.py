@@ -11,12 +11,25 @@ A feed is only a cursor (the next sequence to read) over that log: history
 and live events come through the same read(), so the hand-over cannot lose or
 repeat an event (W13), and a stalled watcher costs a few dozen bytes however
 far behind it is (W15).
+
+Memory stays bounded over a long life: the window of a job is bounded in
+bytes as well as events, and the history of released subscriptions (what the
+control service's ListSubscriptions shows) keeps the newest few per job, or
+none at all.
+
+When a job ends, its units end with it in the same transaction: a unit still
+running fails with a failed job (or is cancelled with a cancelled one), and a
+unit never started is cancelled. If the disk cannot take a job's end, the end
+may still be kept in memory (keep_if_unsaved) and is written with the next
+write that succeeds.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
+import itertools
 import logging
 import os
 import threading
@@ -25,6 +38,8 @@ import uuid
 from typing import Callable, Collection, Sequence
 
 from .jobs import (
+    CANCELLED,
+    FAILED,
     PENDING,
     RUNNING,
     STATUSES,
@@ -32,6 +47,7 @@ from .jobs import (
     EventFeed,
     Job,
     JobNotFound,
+    StorageError,
     UnitState,
     Unsubscribe,
     Wake,
@@ -46,9 +62,28 @@ log = logging.getLogger(__name__)
 # The error of a job that was pending or running when the daemon died.
 INTERRUPTED_ERROR = "daemon stopped while the job was running"
 
-# Events of one job kept in memory for live readers (at least this many of
-# the most recent, at most twice as many).
+# Events of one job kept in memory for live readers: the most recent, at
+# least this many events or bytes (whichever is less), at most twice as many.
 DEFAULT_EVENT_WINDOW = 16384
+DEFAULT_WINDOW_BYTES = 8 * 1024 * 1024
+# Released subscriptions remembered per job for ListSubscriptions; open ones
+# are always listed.
+DEFAULT_SUBSCRIPTION_HISTORY = 1024
+# What an event costs in memory besides its strings.
+_EVENT_OVERHEAD = 200
+
+
+def _event_size(event: Event) -> int:
+    return len(event.payload_json) + len(event.event_type) + len(event.unit_id) + _EVENT_OVERHEAD
+
+
+def _settled(unit: UnitState, job_status: str) -> UnitState:
+    """A unit's state once its job has ended with job_status."""
+    if unit.status == RUNNING:
+        return dataclasses.replace(unit, status=FAILED if job_status == FAILED else CANCELLED)
+    if unit.status == PENDING:
+        return dataclasses.replace(unit, status=CANCELLED)
+    return unit
 
 
 class JobExists(Exception):
@@ -77,10 +112,11 @@ class _JobState:
 
     __slots__ = (
         "job_id", "job", "units", "lock", "last_seq", "window", "window_base",
-        "terminal", "feeds", "open_feeds", "waiters",
+        "window_bytes", "terminal", "history", "open_feeds", "waiters",
     )
 
-    def __init__(self, job: Job, units: Sequence[UnitState] = (), last_seq: int = 0) -> None:
+    def __init__(self, job: Job, units: Sequence[UnitState] = (), last_seq: int = 0,
+                 history: int = DEFAULT_SUBSCRIPTION_HISTORY) -> None:
         self.job_id = job.job_id
         self.units: dict[str, UnitState] = {u.unit_id: u for u in units}
         self.job = dataclasses.replace(job, units=tuple(self.units.values()))
@@ -90,9 +126,11 @@ class _JobState:
         # below window_base are only in SQLite.
         self.window: list[Event] = []
         self.window_base = last_seq + 1
+        self.window_bytes = 0  # _event_size of the window's events
         self.terminal = is_terminal(job.status)
-        self.feeds: list[_Feed] = []  # every subscription, oldest first
-        self.open_feeds: set[_Feed] = set()
+        # Released subscriptions, newest last: (serial, from_sequence).
+        self.history: collections.deque[tuple[int, int]] = collections.deque(maxlen=history)
+        self.open_feeds: dict[_Feed, None] = {}  # open subscriptions, oldest first
         # Feeds to wake at the next change: every feed that has read (or
         # subscribed) since it was last woken. A feed that has not read
         # since its last wake already has a wake pending, so skipping it
@@ -102,6 +140,7 @@ class _JobState:
     def drop_window(self) -> None:
         self.window = []
         self.window_base = self.last_seq + 1
+        self.window_bytes = 0
 
 
 class _Feed:
@@ -111,12 +150,14 @@ class _Feed:
     wakes may run concurrently with it.
     """
 
-    __slots__ = ("_store", "_st", "_cursor", "_open", "_wake", "from_sequence")
+    __slots__ = ("_store", "_st", "_cursor", "_open", "_wake", "from_sequence", "serial")
 
-    def __init__(self, store: JobStore, st: _JobState, from_sequence: int, wake: Wake) -> None:
+    def __init__(self, store: JobStore, st: _JobState, from_sequence: int, wake: Wake,
+                 serial: int) -> None:
         self._store = store
         self._st = st
         self.from_sequence = from_sequence  # as requested, for subscriptions()
+        self.serial = serial  # subscription order
         self._cursor = max(from_sequence, 1)  # 0 and 1 both mean the first event
         self._open = True
         self._wake: Wake | None = wake
@@ -182,17 +223,31 @@ class JobStore:
         *,
         clock_ns: Callable[[], int] = time.time_ns,
         event_window: int = DEFAULT_EVENT_WINDOW,
+        window_bytes: int = DEFAULT_WINDOW_BYTES,
+        subscription_history: int = DEFAULT_SUBSCRIPTION_HISTORY,
+        max_bytes: int | None = None,
     ) -> None:
+        """max_bytes caps the database's size: writes past it fail as on a
+        full disk. subscription_history: released subscriptions remembered per
+        job (0: none)."""
         if event_window < 1:
             raise ValueError("event_window must be at least 1")
+        if window_bytes < 1:
+            raise ValueError("window_bytes must be at least 1")
+        if subscription_history < 0:
+            raise ValueError("subscription_history must not be negative")
         self._clock_ns = clock_ns
         self._event_window = event_window
+        self._window_bytes = window_bytes
+        self._history = subscription_history
+        self._serials = itertools.count()
         self._write_lock = threading.Lock()
         self._jobs_lock = threading.Lock()
         self._count_lock = threading.Lock()
         self._open_count = 0
         self._closed = False
-        self._log = SqliteLog(db_path)
+        self._unsaved: dict[str, Job] = {}  # ends kept in memory, not yet written
+        self._log = SqliteLog(db_path, max_bytes=max_bytes)
         try:
             # No event is added for the interruption, so a replay after the
             # restart is exactly what watchers saw before it (W17).
@@ -203,7 +258,8 @@ class JobStore:
             raise
         # Insertion order is creation order.
         self._jobs: dict[str, _JobState] = {
-            s.job.job_id: _JobState(s.job, s.units, s.last_sequence) for s in stored
+            s.job.job_id: _JobState(s.job, s.units, s.last_sequence, subscription_history)
+            for s in stored
         }
 
     # -- lifecycle -----------------------------------------------------------
@@ -223,6 +279,10 @@ class JobStore:
         with self._write_lock:
             if self._closed:
                 return
+            self._write_unsaved()
+            for job_id in self._unsaved:
+                log.warning("job %s: its end (%s) could not be written before the database "
+                            "was closed", job_id, self._unsaved[job_id].status)
             self._closed = True
             for st in self._states():
                 with st.lock:
@@ -289,12 +349,18 @@ class JobStore:
                 started_at_ns=0 if status == PENDING else now,
                 completed_at_ns=now if is_terminal(status) else 0,
             )
+            self._write_unsaved()
             self._log.insert_job(job)
             with self._jobs_lock:
-                self._jobs[job_id] = _JobState(job)
+                self._jobs[job_id] = _JobState(job, history=self._history)
         return job
 
-    def set_status(self, job_id: str, status: str, error: str = "") -> Job:
+    def set_status(self, job_id: str, status: str, error: str = "", *,
+                   keep_if_unsaved: bool = False) -> Job:
+        """Change a job's status; a terminal one ends its units too (see the
+        module's docstring). Raises StorageError when the change cannot be
+        written, unless keep_if_unsaved: then a job's end is kept in memory
+        and written as soon as a write succeeds."""
         _check_status(status)
         st = self._state(job_id)
         wakes: list[Wake] = []
@@ -305,15 +371,31 @@ class JobStore:
                 raise JobTerminal(job_id, old.status)
             now = self._clock_ns()
             terminal = is_terminal(status)
+            units = dict(st.units)
+            if terminal:
+                units = {uid: _settled(u, status) for uid, u in units.items()}
             job = dataclasses.replace(
                 old,
                 status=status,
                 error=error,
                 started_at_ns=old.started_at_ns or (now if status == RUNNING else 0),
                 completed_at_ns=now if terminal else 0,
+                units=tuple(units.values()),
             )
-            self._log.update_job(job)
+            self._write_unsaved()
+            try:
+                if terminal:
+                    self._log.end_job(job, job.units)
+                else:
+                    self._log.update_job(job)
+            except StorageError as problem:
+                if not (keep_if_unsaved and terminal):
+                    raise
+                self._unsaved[job_id] = job
+                log.warning("job %s ended %s, which cannot be written yet: %s",
+                            job_id, status, problem)
             with st.lock:
+                st.units = units
                 st.job = job
                 if terminal:
                     st.terminal = True
@@ -333,6 +415,7 @@ class JobStore:
             if st.terminal:
                 raise JobTerminal(job_id, st.job.status)
             # The position only counts on first insertion; a replaced unit keeps its own.
+            self._write_unsaved()
             self._log.upsert_unit(job_id, unit, len(st.units))
             with st.lock:
                 st.units[unit.unit_id] = unit  # replacing keeps the dict position
@@ -392,18 +475,48 @@ class JobStore:
             # Published only after the commit: a watcher never sees an event
             # that a crash could take back, and a failed commit assigns no
             # sequence.
+            self._write_unsaved()
             self._log.append(job_id, events)
             with st.lock:
                 st.window.extend(events)
+                st.window_bytes += sum(map(_event_size, events))
                 st.last_seq = events[-1].sequence
-                if len(st.window) >= 2 * self._event_window:
-                    cut = len(st.window) - self._event_window
-                    del st.window[:cut]
-                    st.window_base += cut
+                if (len(st.window) >= 2 * self._event_window
+                        or st.window_bytes >= 2 * self._window_bytes):
+                    self._trim(st)
                 wakes = [f._wake for f in st.waiters if f._wake is not None]
                 st.waiters.clear()
         _call_all(wakes)
         return events
+
+    def _trim(self, st: _JobState) -> None:
+        """Keep the newest events, up to the window's number and bytes (at
+        least one). Called with st.lock held."""
+        cut, size = 0, st.window_bytes
+        keep = len(st.window)
+        while keep > 1 and (keep > self._event_window or size > self._window_bytes):
+            size -= _event_size(st.window[cut])
+            cut += 1
+            keep -= 1
+        del st.window[:cut]
+        st.window_base += cut
+        st.window_bytes = size
+
+    def window_size(self, job_id: str) -> tuple[int, int]:
+        """(events, bytes) of the job's events held in memory."""
+        st = self._state(job_id)
+        with st.lock:
+            return len(st.window), st.window_bytes
+
+    def _write_unsaved(self) -> None:
+        """Write the job ends kept in memory, while the write lock is held."""
+        for job_id, job in list(self._unsaved.items()):
+            try:
+                self._log.end_job(job, job.units)
+            except StorageError:
+                return  # still not possible; the caller's write will say why
+            del self._unsaved[job_id]
+            log.info("job %s: its end (%s) is written now", job_id, job.status)
 
     def events(self, job_id: str, from_sequence: int = 1) -> list[Event]:
         """Every recorded event with sequence >= from_sequence."""
@@ -427,12 +540,11 @@ class JobStore:
         if not callable(wake):
             raise TypeError("wake must be callable")
         st = self._state(job_id)
-        feed = _Feed(self, st, from_sequence, wake)
+        feed = _Feed(self, st, from_sequence, wake, next(self._serials))
         with st.lock:
             if self._closed:
                 raise RuntimeError("job store is closed")
-            st.feeds.append(feed)
-            st.open_feeds.add(feed)
+            st.open_feeds[feed] = None
             st.waiters.add(feed)
             with self._count_lock:
                 self._open_count += 1
@@ -445,19 +557,47 @@ class JobStore:
                 return
             feed._open = False
             feed._wake = None  # drop whatever the watcher's callback holds
-            st.open_feeds.discard(feed)
+            st.open_feeds.pop(feed, None)
             st.waiters.discard(feed)
+            st.history.append((feed.serial, feed.from_sequence))
             if st.terminal and not st.open_feeds:
                 st.drop_window()  # nobody reads it live any more
             with self._count_lock:
                 self._open_count -= 1
 
     def subscriptions(self, job_id: str) -> list[tuple[int, bool]]:
-        """(from_sequence as requested, open) of every subscription the job
-        has had, oldest first."""
+        """(from_sequence as requested, open) of the job's subscriptions,
+        oldest first: every open one, and the newest released ones the
+        history keeps."""
         st = self._state(job_id)
         with st.lock:
-            return [(f.from_sequence, f._open) for f in st.feeds]
+            entries = [(serial, from_sequence, False) for serial, from_sequence in st.history]
+            entries += [(f.serial, f.from_sequence, True) for f in st.open_feeds]
+        entries.sort()
+        return [(from_sequence, is_open) for _, from_sequence, is_open in entries]
+
+    # -- the daemon's runs and their commands' processes -------------------------
+
+    def begin_run(self, token: str) -> None:
+        """Record that a daemon run with this token uses the database."""
+        self._log.begin_run(token)
+
+    def forget_runs(self, tokens: Collection[str]) -> None:
+        """Drop the records of these daemon runs and their processes."""
+        self._log.forget_runs(tokens)
+
+    def record_process(self, token: str, job_id: str, pid: int, start_ticks: int,
+                       boot_id: str) -> None:
+        """Record a command's process (the leader of its group) before it runs."""
+        self._log.add_process(token, job_id, pid, start_ticks, boot_id)
+
+    def forget_process(self, token: str, pid: int) -> None:
+        self._log.remove_process(token, pid)
+
+    def recorded_runs(self) -> tuple[list[str], list[tuple[str, str, int, int, str]]]:
+        """The tokens of recorded daemon runs, and their recorded processes
+        (token, job_id, pid, start_ticks, boot_id)."""
+        return self._log.runs()
 
     def open_subscription_count(self) -> int:
         with self._count_lock:

@@ -71,6 +71,15 @@ def shorten(text: str, limit: int = 200) -> str:
     return f"{cut}... ({len(text)} characters)"
 
 
+class StorageError(Exception):
+    """A change that could not be recorded durably, so it was not made.
+    `full`: the disk holding the database (or its size cap) is full."""
+
+    def __init__(self, message: str, *, full: bool = False) -> None:
+        super().__init__(message)
+        self.full = full
+
+
 class JobNotFound(LookupError):
     def __init__(self, job_id: str) -> None:
         super().__init__(f"job not found: {shorten(job_id)}")

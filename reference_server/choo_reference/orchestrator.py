@@ -1,6 +1,10 @@
 """The daemon's job manager: the durable JobStore plus the runs that do each
 job's work. The servicer asks it to start, stop, list and watch jobs, and to
 shut down; it raises the errors below, which the servicer turns into statuses.
+
+No call waits on another's file reading: a tasks folder is read before the
+lock that serialises StartJob's check-then-create is taken, and that lock
+is held only for the database work.
 """
 
 from __future__ import annotations
@@ -10,11 +14,15 @@ import logging
 import os
 import threading
 import time
-from typing import Collection
+from typing import Callable, Collection
 
-from .job_runner import JobRun
+from .job_runner import JobRun, RecordingFailed
 from .job_store import JobStore, JobTerminal
-from .jobs import CANCELLED, RUNNING, TERMINAL, Job, UnitState, is_terminal, shorten
+from .jobs import (
+    CANCELLED, RUNNING, TERMINAL, Job, StorageError, UnitState, is_terminal, shorten,
+)
+from .limits import MAX_JOB_ERROR_BYTES
+from .processes import ProcessTracker
 from .task_plan import load_plan
 
 log = logging.getLogger("choo-ref")
@@ -27,6 +35,10 @@ FORCED_STOP_WAIT_S = 10.0
 
 class Conflict(Exception):
     """The request contradicts the state of an existing job."""
+
+
+class CallGone(Exception):
+    """The caller's deadline passed before the job was created; none was."""
 
 
 class AlreadyStopped(Exception):
@@ -43,16 +55,26 @@ class _Recorder:
         self._job_id = job_id
 
     def record(self, event_type: str, unit_id: str, payload: dict) -> None:
-        self._store.record(self._job_id, event_type, unit_id, json.dumps(payload))
+        try:
+            self._store.record(self._job_id, event_type, unit_id, json.dumps(payload))
+        except StorageError as error:
+            raise RecordingFailed(f"cannot record the job's events: {error}") from None
 
     def update_unit(self, unit: UnitState) -> None:
-        self._store.update_unit(self._job_id, unit)
+        try:
+            self._store.update_unit(self._job_id, unit)
+        except StorageError as error:
+            raise RecordingFailed(f"cannot record the job's units: {error}") from None
 
 
 class Orchestrator:
-    def __init__(self, store: JobStore, *, command_timeout_s: float = 600.0) -> None:
+    def __init__(self, store: JobStore, *, command_timeout_s: float = 600.0,
+                 processes: ProcessTracker | None = None) -> None:
+        """processes: where the daemon tracks its commands' processes; None
+        leaves each command to its process group."""
         self.store = store
         self.command_timeout_s = command_timeout_s
+        self.processes = processes
         self._lock = threading.Lock()  # serialises start_job's check-then-create
         self._runs: dict[str, JobRun] = {}
 
@@ -67,22 +89,32 @@ class Orchestrator:
     # -- lifecycle -------------------------------------------------------------
 
     def start_job(self, *, tasks_dir: str, target_branch: str, feature_branch: str,
-                  parallelism: int, repo_path: str) -> tuple[str, str]:
+                  parallelism: int, repo_path: str,
+                  still_wanted: Callable[[], bool] | None = None) -> tuple[str, str]:
         """Returns (job_id, "running"), or (job_id, "attached") for a job
         already running the same work on the same feature branch (R4).
         Raises NotADirectoryError for a repo_path that is not a directory,
-        PlanError for a tasks_dir that cannot be read, Conflict."""
+        PlanError for a tasks_dir that cannot be read, Conflict, StorageError,
+        and CallGone when still_wanted() says the caller gave up before the
+        job could be created."""
         repo_path = os.path.abspath(repo_path)
         if not os.path.isdir(repo_path):
             raise NotADirectoryError(
                 f"repo_path is not a directory on the daemon's host: {shorten(repo_path)}")
         tasks_dir = os.path.abspath(os.path.join(repo_path, tasks_dir))
+        if feature_branch:
+            existing = self.store.find_active(repo_path, feature_branch)
+            if existing is not None:
+                return existing.job_id, self._attach(existing, target_branch, tasks_dir)
+        plan = load_plan(tasks_dir)  # outside the lock: reading may be slow
         with self._lock:
-            if feature_branch:
+            if feature_branch:  # again: another call may have created it meanwhile
                 existing = self.store.find_active(repo_path, feature_branch)
                 if existing is not None:
                     return existing.job_id, self._attach(existing, target_branch, tasks_dir)
-            plan = load_plan(tasks_dir)
+            if still_wanted is not None and not still_wanted():
+                raise CallGone("the call's deadline passed before the job was created; "
+                               "no job was created")
             job = self.store.create_job(
                 None, RUNNING, tasks_dir=tasks_dir, target_branch=target_branch,
                 feature_branch=feature_branch, parallelism=parallelism, repo_path=repo_path,
@@ -92,10 +124,17 @@ class Orchestrator:
                 recorder=_Recorder(self.store, job.job_id),
                 on_done=lambda status, error, job_id=job.job_id: self._finished(job_id, status, error),
                 command_timeout_s=self.command_timeout_s,
+                processes=None if self.processes is None else self.processes.for_job(job.job_id),
             )
             self._runs[job.job_id] = run
-            for unit in run.units:
-                self.store.update_unit(job.job_id, unit)
+            try:
+                for unit in run.units:
+                    self.store.update_unit(job.job_id, unit)
+            except StorageError:
+                del self._runs[job.job_id]
+                self.store.set_status(job.job_id, "failed", "the daemon could not record "
+                                      "the job's units", keep_if_unsaved=True)
+                raise
         log.info("job %s started: %s in %s (%d units)", job.job_id, tasks_dir, repo_path,
                  len(plan.units))
         run.start()
@@ -118,12 +157,17 @@ class Orchestrator:
         return "attached"
 
     def _finished(self, job_id: str, status: str, error: str) -> None:
+        error = shorten(error, MAX_JOB_ERROR_BYTES)
         try:
-            self.store.set_status(job_id, status, error)
+            # Kept in memory if the disk cannot take it: the job ends either way.
+            self.store.set_status(job_id, status, error, keep_if_unsaved=True)
         except JobTerminal:
             pass  # shutdown gave up waiting for this run and already ended the job
-        with self._lock:
-            self._runs.pop(job_id, None)
+        except Exception:
+            log.exception("job %s: could not record its end (%s)", job_id, status)
+        finally:
+            with self._lock:
+                self._runs.pop(job_id, None)
         log.info("job %s %s%s", job_id, status, f": {error}" if error else "")
 
     def stop_job(self, job_id: str, force: bool) -> str:
@@ -183,7 +227,8 @@ class Orchestrator:
         for job in self.store.list_jobs():
             if not is_terminal(job.status):
                 try:
-                    self.store.set_status(job.job_id, CANCELLED, "daemon shut down")
+                    self.store.set_status(job.job_id, CANCELLED, "daemon shut down",
+                                          keep_if_unsaved=True)
                 except JobTerminal:
                     continue  # it ended meanwhile
                 interrupted += 1

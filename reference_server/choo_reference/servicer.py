@@ -1,12 +1,16 @@
 """The choo.v1.DaemonService servicer: request checking and status codes
-(R1-R10); the work is the job manager's."""
+(R1-R10); the work is the job manager's.
+
+Input past a limit of limits.py is INVALID_ARGUMENT naming the limit; a
+write the disk cannot take is RESOURCE_EXHAUSTED (full) or UNAVAILABLE (the
+database is gone); no response grows past gRPC's 4 MiB.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import functools
 import logging
-import threading
 
 import grpc
 
@@ -14,8 +18,11 @@ from choo.v1 import daemon_pb2, daemon_pb2_grpc
 
 from . import __version__
 from .convert import timestamp
-from .orchestrator import AlreadyStopped, Conflict
-from .jobs import STATUSES, Job, JobManager, JobNotFound, is_terminal, shorten
+from .limits import (
+    MAX_BRANCH_BYTES, MAX_PARALLELISM, MAX_PATH_BYTES, MAX_RESPONSE_BYTES, size_text, too_long,
+)
+from .orchestrator import AlreadyStopped, CallGone, Conflict
+from .jobs import STATUSES, Job, JobManager, JobNotFound, StorageError, is_terminal, shorten
 from .shutdown import ShutdownSignal
 from .task_plan import PlanError
 from .async_watch import LoopWaker, watch_job_async
@@ -59,8 +66,22 @@ def _rpc(method):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, shorten(str(error), MAX_DETAILS))
         except (Conflict, AlreadyStopped) as error:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, shorten(str(error), MAX_DETAILS))
+        except StorageError as error:
+            context.abort(storage_code(error), shorten(str(error), MAX_DETAILS))
+        except CallGone as error:
+            context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, str(error))
 
     return handler
+
+
+def storage_code(error: StorageError) -> grpc.StatusCode:
+    """A full disk is RESOURCE_EXHAUSTED; a database that is gone, UNAVAILABLE."""
+    return grpc.StatusCode.RESOURCE_EXHAUSTED if error.full else grpc.StatusCode.UNAVAILABLE
+
+
+def _deadline_not_passed(context) -> bool:
+    remaining = context.time_remaining()
+    return remaining is None or remaining > 0
 
 
 def _require(value: str, field: str) -> None:
@@ -88,15 +109,21 @@ class DaemonServicer(daemon_pb2_grpc.DaemonServiceServicer):
         self.jobs = jobs
         self.shutdown = shutdown if shutdown is not None else ShutdownSignal()
         self.version = version
-        # Set once a Shutdown call has stopped the jobs and answered; the
+        # Set once a Shutdown call has stopped the jobs and is answering; the
         # daemon process then stops serving and removes its socket.
-        self.shutdown_done = threading.Event()
+        self.shutdown_done = ShutdownSignal()
 
     @_rpc
     def StartJob(self, request, context):
         _require(request.tasks_dir, "tasks_dir")
         _require(request.target_branch, "target_branch")
         _require(request.repo_path, "repo_path")
+        for field, limit in (("tasks_dir", MAX_PATH_BYTES), ("repo_path", MAX_PATH_BYTES),
+                             ("target_branch", MAX_BRANCH_BYTES),
+                             ("feature_branch", MAX_BRANCH_BYTES)):
+            problem = too_long(field, getattr(request, field), limit)
+            if problem:
+                raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
         for field in ("tasks_dir", "repo_path"):
             if "\x00" in getattr(request, field):
                 raise _Abort(grpc.StatusCode.INVALID_ARGUMENT,
@@ -104,11 +131,18 @@ class DaemonServicer(daemon_pb2_grpc.DaemonServiceServicer):
         if request.parallelism < 0:
             raise _Abort(grpc.StatusCode.INVALID_ARGUMENT,
                          f"parallelism must be 0 (one unit per CPU) or more, got {request.parallelism}")
+        if request.parallelism > MAX_PARALLELISM:
+            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT,
+                         f"parallelism must be at most {MAX_PARALLELISM} units at once "
+                         f"(0 means one per CPU), got {request.parallelism}")
         _refuse_during_shutdown(self.shutdown)
         job_id, status = self.jobs.start_job(
             tasks_dir=request.tasks_dir, target_branch=request.target_branch,
             feature_branch=request.feature_branch, parallelism=request.parallelism,
             repo_path=request.repo_path,
+            # A call that waited past its deadline creates no job its client
+            # will never hear of (and create again when it retries).
+            still_wanted=lambda: _deadline_not_passed(context),
         )
         return daemon_pb2.StartJobResponse(job_id=job_id, status=status)
 
@@ -146,9 +180,18 @@ class DaemonServicer(daemon_pb2_grpc.DaemonServiceServicer):
                 f"unknown status {shorten(', '.join(map(repr, unknown)))}; valid statuses are "
                 + ", ".join(STATUSES),
             )
-        return daemon_pb2.ListJobsResponse(
-            jobs=[_summary(job) for job in self.jobs.list_jobs(tuple(request.status_filter))]
-        )
+        response = daemon_pb2.ListJobsResponse()
+        size = 0
+        for job in self.jobs.list_jobs(tuple(request.status_filter)):
+            summary = _summary(job)
+            size += summary.ByteSize() + 6  # its tag and length
+            if size > MAX_RESPONSE_BYTES:
+                # The request cannot page: the newest jobs that fit, and a note.
+                log.warning("ListJobs: listed the newest %d jobs, the most that fit in %s",
+                            len(response.jobs), size_text(MAX_RESPONSE_BYTES))
+                break
+            response.jobs.append(summary)
+        return response
 
     def WatchJob(self, request, context):
         return watch_job(self.jobs, self.shutdown, request, context)
@@ -163,7 +206,7 @@ class DaemonServicer(daemon_pb2_grpc.DaemonServiceServicer):
         log.info("shutting down (wait_for_jobs=%s, timeout %ss)",
                  request.wait_for_jobs, request.timeout_seconds or 30)
         stopped = self.jobs.shutdown(request.wait_for_jobs, float(request.timeout_seconds))
-        self.shutdown_done.set()
+        self.shutdown_done.trigger()
         return daemon_pb2.ShutdownResponse(success=True, jobs_stopped=min(stopped, INT32_MAX))
 
     @_rpc

@@ -4,20 +4,33 @@ event log per job, in a single database file in WAL mode.
 Writes go through one connection under a lock (SQLite admits one writer at a
 time anyway). History reads use a small pool of separate connections, so a
 watcher paging through old events never waits behind a commit.
+
+The file and its -wal/-shm are 0600 (SQLite gives the last two the mode of
+the first) and never opened through a symbolic link. A write that fails
+raises jobs.StorageError; so does every write once the file at the path is
+no longer the one opened (deleted or replaced), since a commit into it
+could never be read again.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sqlite3
+import stat
 import threading
+import urllib.parse
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
-from .jobs import Event, Job, UnitState
+from .jobs import CANCELLED, FAILED, PENDING, RUNNING, Event, Job, StorageError, UnitState
 
-SCHEMA_VERSION = 1
+log = logging.getLogger("choo-ref")
+
+# 2 added the daemon_runs and processes tables; a version 1 file gains them.
+SCHEMA_VERSION = 2
+_READABLE_VERSIONS = (0, 1, 2)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -54,7 +67,67 @@ CREATE TABLE IF NOT EXISTS events (
     timestamp_ns    INTEGER NOT NULL,
     PRIMARY KEY (job, sequence)
 ) WITHOUT ROWID;
+-- Each daemon that opened this file and has not exited cleanly, and the
+-- commands it runs: what a crashed daemon left is found here at the next start.
+CREATE TABLE IF NOT EXISTS daemon_runs (
+    token           TEXT PRIMARY KEY
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS processes (
+    token           TEXT NOT NULL,         -- the daemon run's token
+    job_id          TEXT NOT NULL,
+    pid             INTEGER NOT NULL,      -- also the process group (a session leader)
+    start_ticks     INTEGER NOT NULL,      -- /proc/PID/stat starttime
+    boot_id         TEXT NOT NULL,
+    PRIMARY KEY (token, pid)
+) WITHOUT ROWID;
 """
+
+SQLITE_FULL = 13
+
+
+def _storage_error(exc: sqlite3.Error, path: str) -> StorageError:
+    if getattr(exc, "sqlite_errorcode", None) == SQLITE_FULL:
+        return StorageError(f"the disk is full (the daemon's database {path} cannot grow)",
+                            full=True)
+    return StorageError(f"cannot write the daemon's database {path}: {exc}")
+
+
+def _refuse_links(path: str) -> None:
+    for name in (path, path + "-wal", path + "-shm"):
+        try:
+            mode = os.lstat(name).st_mode
+        except FileNotFoundError:
+            continue
+        if stat.S_ISLNK(mode):
+            raise StorageError(f"{name} is a symbolic link; the daemon never opens its "
+                               "files through one (remove it)")
+
+
+def _open_private(path: str) -> os.stat_result:
+    """Create the database file 0600 if missing, make an existing one 0600;
+    never through a link. Returns its identity."""
+    _refuse_links(path)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise StorageError(f"cannot open {path}: {exc.strerror or exc}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise StorageError(f"{path} is not a regular file")
+        if stat.S_IMODE(st.st_mode) != 0o600:
+            os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+    # Left by an earlier daemon, perhaps with a looser mode (checked for links above).
+    for name in (path + "-wal", path + "-shm"):
+        try:
+            if stat.S_IMODE(os.stat(name).st_mode) != 0o600:
+                os.chmod(name, 0o600)
+        except FileNotFoundError:
+            pass
+    return st
+
 
 # Idle reader connections kept for reuse; a burst beyond this opens extra
 # connections that are closed again when returned.
@@ -71,7 +144,9 @@ class StoredJob:
 
 
 class SqliteLog:
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, max_bytes: int | None = None) -> None:
+        """max_bytes caps the database's size: a write past it fails as on a
+        full disk (SQLite's max_page_count)."""
         self._path = os.fspath(path)
         if self._path == ":memory:" or self._path.startswith("file:"):
             # Readers use their own connections, so they must reach the same file.
@@ -80,7 +155,11 @@ class SqliteLog:
         self._pool_lock = threading.Lock()
         self._idle: list[sqlite3.Connection] = []
         self._closed = False
+        self._lost = ""  # why no write is acknowledged any more, once the file is gone
         self._ords: dict[str, int] = {}
+        opened = _open_private(self._path)
+        self._identity = (opened.st_dev, opened.st_ino)
+        self._uri = f"file:{urllib.parse.quote(os.path.abspath(self._path))}?mode=rw"
         self._writer = self._connect()
         try:
             mode = self._writer.execute("PRAGMA journal_mode=WAL").fetchone()[0]
@@ -89,22 +168,29 @@ class SqliteLog:
             # In WAL mode NORMAL keeps every commit across a process crash;
             # only a power loss can take back the last commits.
             self._writer.execute("PRAGMA synchronous=NORMAL")
+            if max_bytes is not None:
+                page = self._writer.execute("PRAGMA page_size").fetchone()[0]
+                self._writer.execute(f"PRAGMA max_page_count={max(max_bytes // page, 1)}")
             self._init_schema()
+        except sqlite3.Error as exc:
+            self._writer.close()
+            raise _storage_error(exc, self._path) from None
         except BaseException:
             self._writer.close()
             raise
 
     def _connect(self) -> sqlite3.Connection:
         # Autocommit mode: transactions are explicit, and a reader never
-        # holds a stale snapshot between two reads.
+        # holds a stale snapshot between two reads. mode=rw: a connection
+        # opened after the file was deleted must not create an empty one.
         return sqlite3.connect(
-            self._path, isolation_level=None, check_same_thread=False, timeout=30.0
+            self._uri, uri=True, isolation_level=None, check_same_thread=False, timeout=30.0
         )
 
     def _init_schema(self) -> None:
         with self._transaction() as conn:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, SCHEMA_VERSION):
+            if version not in _READABLE_VERSIONS:
                 raise RuntimeError(
                     f"{self._path} has schema version {version}; this build reads {SCHEMA_VERSION}"
                 )
@@ -115,19 +201,42 @@ class SqliteLog:
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction; raises StorageError when it cannot be made
+        durable in the file at the path."""
         with self._lock:
             if self._closed:
                 raise RuntimeError("the job database is closed")
-            self._writer.execute("BEGIN IMMEDIATE")
+            if self._lost:
+                raise StorageError(self._lost)
             try:
-                yield self._writer
-                self._writer.execute("COMMIT")
-            except BaseException:
-                # A failed COMMIT can leave the transaction open; never let
-                # the next writer build on half of this one.
-                if self._writer.in_transaction:
-                    self._writer.execute("ROLLBACK")
-                raise
+                self._writer.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._writer
+                    self._writer.execute("COMMIT")
+                except BaseException:
+                    # A failed COMMIT can leave the transaction open; never let
+                    # the next writer build on half of this one.
+                    if self._writer.in_transaction:
+                        self._writer.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise _storage_error(exc, self._path) from None
+            self._check_file()
+
+    def _check_file(self) -> None:
+        """After a commit, before it is acknowledged: is the file at the path
+        still the one written? A deleted or replaced database keeps taking
+        writes that nobody could ever read again."""
+        try:
+            st = os.stat(self._path)
+            same = (st.st_dev, st.st_ino) == self._identity
+        except OSError:
+            same = False
+        if not same:
+            self._lost = (f"the daemon's database {self._path} was deleted or replaced while "
+                          "the daemon ran; it acknowledges no more writes (restart it)")
+            log.error("%s", self._lost)
+            raise StorageError(self._lost)
 
     # -- loading -------------------------------------------------------------
 
@@ -153,8 +262,15 @@ class SqliteLog:
         return list(stored.values())
 
     def fail_unfinished(self, error: str, now_ns: int) -> int:
-        """Mark every pending or running job failed; returns how many."""
+        """Mark every pending or running job failed, and its units as the job
+        ended (running: failed; pending: cancelled); returns how many jobs."""
         with self._transaction() as conn:
+            conn.execute(
+                "UPDATE units SET status = CASE status WHEN ? THEN ? ELSE ? END"
+                " WHERE status IN (?, ?) AND job IN"
+                " (SELECT ord FROM jobs WHERE status IN ('pending', 'running'))",
+                (RUNNING, FAILED, CANCELLED, RUNNING, PENDING),
+            )
             cur = conn.execute(
                 "UPDATE jobs SET status='failed', error=?, completed_at_ns=?"
                 " WHERE status IN ('pending', 'running')",
@@ -187,6 +303,19 @@ class SqliteLog:
                  self._ords[job.job_id]),
             )
 
+    def end_job(self, job: Job, units: Iterable[UnitState]) -> None:
+        """Persist a job's end and its units' final states at once."""
+        with self._transaction() as conn:
+            conn.execute(
+                "UPDATE jobs SET status=?, error=?, started_at_ns=?, completed_at_ns=? WHERE ord=?",
+                (job.status, job.error, job.started_at_ns, job.completed_at_ns,
+                 self._ords[job.job_id]),
+            )
+            conn.executemany(
+                "UPDATE units SET status=? WHERE job=? AND unit_id=?",
+                [(u.status, self._ords[job.job_id], u.unit_id) for u in units],
+            )
+
     def upsert_unit(self, job_id: str, unit: UnitState, position: int) -> None:
         # On conflict the position is kept: a unit keeps its first place.
         with self._transaction() as conn:
@@ -213,6 +342,45 @@ class SqliteLog:
                 ],
             )
 
+    # -- the daemon's runs and their commands' processes -----------------------
+
+    def begin_run(self, token: str) -> None:
+        with self._transaction() as conn:
+            conn.execute("INSERT OR IGNORE INTO daemon_runs (token) VALUES (?)", (token,))
+
+    def forget_runs(self, tokens: Iterable[str]) -> None:
+        """Drop daemon runs and every process recorded for them."""
+        rows = [(token,) for token in tokens]
+        with self._transaction() as conn:
+            conn.executemany("DELETE FROM processes WHERE token=?", rows)
+            conn.executemany("DELETE FROM daemon_runs WHERE token=?", rows)
+
+    def add_process(self, token: str, job_id: str, pid: int, start_ticks: int,
+                    boot_id: str) -> None:
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO processes (token, job_id, pid, start_ticks, boot_id)"
+                " VALUES (?,?,?,?,?)", (token, job_id, pid, start_ticks, boot_id))
+
+    def remove_process(self, token: str, pid: int) -> None:
+        with self._transaction() as conn:
+            conn.execute("DELETE FROM processes WHERE token=? AND pid=?", (token, pid))
+
+    def runs(self) -> tuple[list[str], list[tuple[str, str, int, int, str]]]:
+        """Every recorded daemon run's token (those of the processes too), and
+        every recorded process (token, job_id, pid, start_ticks, boot_id)."""
+        conn = self._take_reader()
+        try:
+            processes = conn.execute(
+                "SELECT token, job_id, pid, start_ticks, boot_id FROM processes").fetchall()
+            tokens = [row[0] for row in conn.execute("SELECT token FROM daemon_runs")]
+        except sqlite3.Error as exc:
+            raise _storage_error(exc, self._path) from None
+        finally:
+            self._give_back(conn)
+        tokens += [p[0] for p in processes if p[0] not in tokens]
+        return tokens, processes
+
     # -- reading -------------------------------------------------------------
 
     def read(self, job_id: str, first: int, stop: int) -> list[Event]:
@@ -225,6 +393,8 @@ class SqliteLog:
                 " WHERE job=? AND sequence>=? AND sequence<? ORDER BY sequence",
                 (ord_, first, stop),
             ).fetchall()
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot read the daemon's database {self._path}: {exc}") from None
         finally:
             self._give_back(conn)
         return [Event(*row) for row in rows]
@@ -235,7 +405,10 @@ class SqliteLog:
                 raise RuntimeError("the job database is closed")
             if self._idle:
                 return self._idle.pop()
-        return self._connect()
+        try:
+            return self._connect()
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot read the daemon's database {self._path}: {exc}") from None
 
     def _give_back(self, conn: sqlite3.Connection) -> None:
         with self._pool_lock:

@@ -11,6 +11,10 @@ Layout::
 Hidden entries and files that are not unit material (non-.md files, .md files
 not named NN-name.md) are ignored. Anything malformed raises PlanError, whose
 message names the offending file and says what is wrong with it.
+
+Only regular files are read, each at most limits.MAX_FILE_BYTES, and never
+with a call that can block: a FIFO, a device or /dev/zero behind a link is
+refused before it is read. The counts and lengths of limits.py hold too.
 """
 
 from __future__ import annotations
@@ -18,11 +22,24 @@ from __future__ import annotations
 import heapq
 import os
 import re
+import stat
 from dataclasses import dataclass
 from typing import Any, Hashable, Mapping, Sequence, TypeVar
 
 import yaml
 from frontmatter.default_handlers import YAMLHandler
+
+from .limits import (
+    MAX_COMMAND_BYTES,
+    MAX_FILE_BYTES,
+    MAX_ID_BYTES,
+    MAX_TASKS,
+    MAX_TASKS_PER_UNIT,
+    MAX_TITLE_BYTES,
+    MAX_UNITS,
+    size_text,
+    too_long,
+)
 
 PLAN_FILE = "IMPLEMENTATION_PLAN.md"
 TASK_FILE_PATTERN = re.compile(r"^(\d{2,})-(.+)\.md$")
@@ -84,7 +101,11 @@ def load_plan(tasks_dir: str | os.PathLike[str]) -> Plan:
             f"no unit folders (expected sub-folders each holding {PLAN_FILE})",
         )
 
+    if len(unit_dirs) > MAX_UNITS:
+        raise PlanError(root, f"{len(unit_dirs)} unit folders; the limit is {MAX_UNITS}")
+
     units: dict[str, Unit] = {}
+    tasks = 0
     for unit_dir in unit_dirs:
         unit = _load_unit(unit_dir)
         if unit.unit_id in units:
@@ -94,6 +115,9 @@ def load_plan(tasks_dir: str | os.PathLike[str]) -> Plan:
                 f"(also declared in {os.path.join(units[unit.unit_id].path, PLAN_FILE)})",
             )
         units[unit.unit_id] = unit
+        tasks += len(unit.tasks)
+        if tasks > MAX_TASKS:
+            raise PlanError(root, f"more than {MAX_TASKS} tasks in all; the limit is {MAX_TASKS}")
 
     for unit in units.values():
         for dep in unit.depends_on:
@@ -153,6 +177,7 @@ def _load_unit(unit_dir: str) -> Unit:
         raise PlanError(plan_path, "front matter: 'unit' must be a string")
     if not unit_id.strip():
         raise PlanError(plan_path, "front matter: 'unit' must not be empty")
+    _check_length(plan_path, "'unit'", unit_id, MAX_ID_BYTES)
     unit_deps = _depends_on(
         meta, plan_path, lambda v: isinstance(v, str) and v.strip() != "", "unit ids"
     )
@@ -162,8 +187,12 @@ def _load_unit(unit_dir: str) -> Unit:
         if name.startswith(".") or not TASK_FILE_PATTERN.match(name):
             continue
         path = os.path.join(unit_dir, name)
-        if not os.path.isfile(path):
+        if os.path.isdir(path):
             continue
+        if len(tasks) == MAX_TASKS_PER_UNIT:
+            raise PlanError(
+                unit_dir, f"more than {MAX_TASKS_PER_UNIT} task files; the limit is "
+                f"{MAX_TASKS_PER_UNIT}")
         task = _load_task(path, name)
         if task.number in tasks:
             raise PlanError(
@@ -217,28 +246,76 @@ def _load_task(path: str, name: str) -> Task:
         raise PlanError(path, "front matter: 'backpressure' must be a string")
     if not command.strip():
         raise PlanError(path, "front matter: 'backpressure' must not be empty")
+    _check_length(path, "'backpressure'", command, MAX_COMMAND_BYTES)
     deps = _depends_on(
         meta,
         path,
         lambda v: isinstance(v, int) and not isinstance(v, bool),
         "task numbers",
     )
+    title = _title(body, fallback=name)
+    problem = too_long("the title (its first '# ' heading)", title, MAX_TITLE_BYTES)
+    if problem:
+        raise PlanError(path, problem)
     return Task(
         number=number,
-        title=_title(body, fallback=name),
+        title=title,
         backpressure=command,
         depends_on=deps,
         path=path,
     )
 
 
-def _read_front_matter(path: str) -> tuple[dict[str, Any], str]:
-    """The YAML front matter as a dict, and the body after it."""
+def _check_length(path: str, what: str, value: str, limit: int) -> None:
+    problem = too_long(f"front matter: {what}", value, limit)
+    if problem:
+        raise PlanError(path, problem)
+
+
+_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device",
+          stat.S_IFBLK: "a block device", stat.S_IFSOCK: "a socket", stat.S_IFDIR: "a folder"}
+
+
+def _not_regular(mode: int) -> str:
+    kind = _KINDS.get(stat.S_IFMT(mode), "not a file")
+    return f"not a regular file ({kind}); only regular files are read"
+
+
+def read_limited(path: str) -> bytes:
+    """The bytes of a regular file of at most MAX_FILE_BYTES. Nothing here
+    can block: the file is checked before it is opened, opened non-blocking
+    and checked again (it may have been swapped meanwhile)."""
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
+        mode = os.stat(path).st_mode
+        if not stat.S_ISREG(mode):
+            raise PlanError(path, _not_regular(mode))
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
         raise PlanError(path, f"cannot read: {_os_reason(exc)}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise PlanError(path, _not_regular(mode))
+        chunks, size = [], 0
+        while size <= MAX_FILE_BYTES:
+            chunk = os.read(fd, MAX_FILE_BYTES + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        raise PlanError(path, f"cannot read: {_os_reason(exc)}") from None
+    finally:
+        os.close(fd)
+    if size > MAX_FILE_BYTES:
+        raise PlanError(path, f"larger than {size_text(MAX_FILE_BYTES)}; the limit for a "
+                        f"plan or task file is {size_text(MAX_FILE_BYTES)}")
+    return b"".join(chunks)
+
+
+def _read_front_matter(path: str) -> tuple[dict[str, Any], str]:
+    """The YAML front matter as a dict, and the body after it."""
+    raw = read_limited(path)
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

@@ -1,0 +1,79 @@
+"""Chaos: memory over a long life. A running job's in-memory window of
+events is bounded in bytes as well as events; the messages built once for
+all watchers too; the subscription history is bounded, and kept only where
+the control service can list it (docs/OPERATIONS.md, "Limits")."""
+
+from __future__ import annotations
+
+import tracemalloc
+
+from choo_reference.convert import event_to_proto
+from choo_reference.job_store import JobStore
+from choo_reference.jobs import Event
+
+BIG = 100 * 1024  # bytes of payload per event
+EVENTS = 300  # 30 MB of payloads in all
+BOUND = 20 * 1024 * 1024
+
+
+def _growth(run) -> int:
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        keep = run()
+        after = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    del keep
+    return after - before
+
+
+def test_a_running_job_keeps_a_bounded_number_of_bytes_in_memory(tmp_path):
+    with JobStore(tmp_path / "d.db") as store:
+        job = store.create_job("big").job_id
+
+        def record():
+            for i in range(EVENTS):
+                store.record(job, "e", "", f'"{i:06d}' + "x" * BIG + '"')
+
+        assert _growth(record) < BOUND
+        events, size = store.window_size(job)
+        assert events >= 1 and size <= BOUND
+        # Everything is still there, read from the database.
+        assert [e.sequence for e in store.events(job)] == list(range(1, EVENTS + 1))
+
+
+def test_the_messages_shared_by_watchers_are_bounded_in_bytes():
+    payload = "x" * BIG
+
+    def build():
+        for i in range(EVENTS):
+            event_to_proto(Event(i + 1, "e", "", f'"{payload}{i}"', i))
+
+    assert _growth(build) < BOUND
+
+
+def test_the_subscription_history_is_bounded(tmp_path):
+    with JobStore(tmp_path / "d.db") as store:
+        job = store.create_job("watched").job_id
+        for _ in range(3000):
+            _, unsubscribe = store.subscribe(job, 1, lambda: None)
+            unsubscribe()
+        _, still_open = store.subscribe(job, 7, lambda: None)
+        history = store.subscriptions(job)
+        assert len(history) <= 1025
+        assert history[-1] == (7, True)  # the newest is always there
+        still_open()
+
+
+def test_without_the_control_service_no_subscription_history_is_kept(tmp_path):
+    with JobStore(tmp_path / "d.db", subscription_history=0) as store:
+        job = store.create_job("watched").job_id
+        for _ in range(100):
+            _, unsubscribe = store.subscribe(job, 1, lambda: None)
+            unsubscribe()
+        _, still_open = store.subscribe(job, 3, lambda: None)
+        assert store.subscriptions(job) == [(3, True)]
+        assert store.open_subscription_count() == 1
+        still_open()
+        assert store.subscriptions(job) == []

@@ -1,0 +1,110 @@
+"""Chaos: signals at random moments, and calls in the last moments of a daemon.
+
+Every SIGTERM starts the shutdown, whatever the daemon is doing when it
+arrives (CONTRACT.md section 5); after Shutdown has answered, every new call
+is UNAVAILABLE until the process is gone (R11).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+
+import grpc
+import pytest
+from chaos_support import DEADLINE_S, code_of, log_of, start_daemon, start_job, stubs
+from test_daemon_process import wait_until, write_tasks
+
+from choo.v1 import daemon_pb2
+
+pytestmark = pytest.mark.slow
+
+TRIALS = 8
+
+
+def test_every_sigterm_starts_the_shutdown_at_random_moments(tmp_path):
+    """Jobs start and finish units while the signal comes: threads of every
+    kind are busy, and the signal may be taken by any of them."""
+    rng = random.Random(4)
+    tasks = write_tasks(tmp_path / "tasks", {
+        f"u{i}": ([], ["true", "echo done"]) for i in range(4)})
+    for trial in range(TRIALS):
+        daemon = start_daemon()
+        try:
+            with grpc.insecure_channel(daemon.address) as channel:
+                stub = stubs(channel)[0]
+                job_ids = [start_job(stub, tasks, tmp_path) for _ in range(3)]
+                # A random moment in the life of the jobs: after the k-th event.
+                moment = rng.randrange(1, 60)
+                watch = stub.WatchJob(daemon_pb2.WatchJobRequest(job_id=job_ids[-1]),
+                                      timeout=DEADLINE_S)
+                try:
+                    for seen, _ in enumerate(watch, start=1):
+                        if seen == moment:
+                            break
+                finally:
+                    watch.cancel()
+                os.kill(daemon.proc.pid, signal.SIGTERM)
+                try:
+                    code = daemon.proc.wait(DEADLINE_S)
+                except subprocess.TimeoutExpired:
+                    raise AssertionError(
+                        f"trial {trial}: SIGTERM after event {moment} did not stop the "
+                        f"daemon:\n{log_of(daemon)[-2000:]}") from None
+            assert code == 0, log_of(daemon)
+            assert "SIGTERM: shutting down" in log_of(daemon)
+        finally:
+            daemon.kill()
+
+
+def test_a_second_sigterm_stops_the_jobs_by_force(tmp_path):
+    tasks = write_tasks(tmp_path / "tasks", {"h": ([], ["sleep 1000"])})
+    daemon = start_daemon()
+    try:
+        with grpc.insecure_channel(daemon.address) as channel:
+            stub = stubs(channel)[0]
+            job_id = start_job(stub, tasks, tmp_path)
+            for event in stub.WatchJob(daemon_pb2.WatchJobRequest(job_id=job_id),
+                                       timeout=DEADLINE_S):
+                if event.event_type == "task.backpressure":
+                    break
+            os.kill(daemon.proc.pid, signal.SIGTERM)
+            wait_until(lambda: "SIGTERM: shutting down" in log_of(daemon),
+                       what="the shutdown to begin")
+            os.kill(daemon.proc.pid, signal.SIGTERM)
+            assert daemon.proc.wait(DEADLINE_S) == 0
+        log = log_of(daemon)
+        assert "SIGTERM again: force-stopping running jobs" in log
+    finally:
+        daemon.kill()
+
+
+def test_every_call_after_shutdown_answered_is_unavailable(tmp_path):
+    tasks = write_tasks(tmp_path / "tasks", {"a": ([], ["true"])})
+    start = daemon_pb2.StartJobRequest(tasks_dir=str(tasks), target_branch="main",
+                                       repo_path=str(tmp_path))
+    for trial in range(TRIALS):
+        daemon = start_daemon()
+        try:
+            with grpc.insecure_channel(daemon.address) as channel:
+                stub = stubs(channel)[0]
+                answer = stub.Shutdown(daemon_pb2.ShutdownRequest(wait_for_jobs=True),
+                                       timeout=DEADLINE_S)
+                assert answer.success
+                calls = [("StartJob", stub.StartJob, start),
+                         ("Health", stub.Health, daemon_pb2.HealthRequest()),
+                         ("ListJobs", stub.ListJobs, daemon_pb2.ListJobsRequest())]
+                answers = []
+                while daemon.proc.poll() is None or len(answers) < len(calls):
+                    name, call, request = calls[len(answers) % len(calls)]
+                    answers.append((name, *code_of(call, request, timeout=5)))
+                    if len(answers) > 10_000:
+                        break
+            wrong = [a for a in answers if a[1] != grpc.StatusCode.UNAVAILABLE]
+            assert not wrong, f"trial {trial}: {json.dumps([str(a) for a in wrong[:5]])}"
+            assert daemon.proc.wait(DEADLINE_S) == 0
+        finally:
+            daemon.kill()
