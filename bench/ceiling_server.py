@@ -36,7 +36,7 @@ from choo.v1 import daemon_pb2, daemon_pb2_grpc
 
 
 class _Job:
-    __slots__ = ("events", "done", "cond", "subscriptions")
+    __slots__ = ("cond", "done", "events", "subscriptions")
 
     def __init__(self) -> None:
         self.events: list[daemon_pb2.JobEvent] = []
@@ -133,7 +133,7 @@ def _built(request, first: int) -> list[daemon_pb2.JobEvent]:
 
 
 class _AioJob:
-    __slots__ = ("events", "done", "changed", "subscriptions")
+    __slots__ = ("changed", "done", "events", "subscriptions")
 
     def __init__(self) -> None:
         self.events: list[daemon_pb2.JobEvent] = []

@@ -26,9 +26,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from choo_reference.daemon import DEFAULT_MAX_WORKERS
 from choo_reference.job_store import DEFAULT_EVENT_WINDOW

@@ -13,8 +13,18 @@ from pathlib import Path
 import grpc
 import pytest
 from chaos_support import (
-    DEADLINE_S, alive, escaping_command, job_status, kill_sleepers, log_of, pid_command,
-    read_pid, restart, start_daemon, start_job, stubs,
+    DEADLINE_S,
+    alive,
+    escaping_command,
+    job_status,
+    kill_sleepers,
+    log_of,
+    pid_command,
+    read_pid,
+    restart,
+    start_daemon,
+    start_job,
+    stubs,
 )
 from test_daemon_process import wait_until, write_tasks
 

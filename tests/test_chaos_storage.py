@@ -13,7 +13,14 @@ from pathlib import Path
 import grpc
 import pytest
 from chaos_support import (
-    CHAOS_DAEMON, DEADLINE_S, code_of, job_status, log_of, restart, start_daemon, start_job,
+    CHAOS_DAEMON,
+    DEADLINE_S,
+    code_of,
+    job_status,
+    log_of,
+    restart,
+    start_daemon,
+    start_job,
     stubs,
 )
 from test_daemon_process import gate_command, release, short_dir, wait_until, write_tasks

@@ -10,9 +10,10 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from conformance_run import REFERENCE_DAEMON, ROOT, conformance
+
 from choo_conformance.process import DaemonProcess
 from choo_conformance.wait import wait_until
-from conformance_run import REFERENCE_DAEMON, ROOT, conformance
 
 
 def test_passing_rules_exit_0_with_every_report(tmp_path):

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import grpc
 import pytest
-from pipe_lines import PipeLines
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from pipe_lines import PipeLines
 
 from choo.v1 import daemon_pb2, daemon_pb2_grpc
 from choo_reference import __version__

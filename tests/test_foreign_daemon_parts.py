@@ -17,9 +17,9 @@ from pathlib import Path
 
 import grpc
 import pytest
+
 from choo.conformance.v1 import control_pb2, control_pb2_grpc
 from choo.v1 import daemon_pb2, daemon_pb2_grpc
-
 from tests.foreign_daemon.ledger import Ledger, LedgerError
 from tests.foreign_daemon.model import Job, Refusal
 from tests.foreign_daemon.plan import PlanError, front_matter, read_plan

@@ -7,7 +7,8 @@ import sys
 
 import grpc
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from choo.v1 import daemon_pb2, daemon_pb2_grpc
 from choo_conformance.contract import CONTRACT_CODES

@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from choo.v1 import daemon_pb2
 from choo.conformance.v1 import control_pb2
+from choo.v1 import daemon_pb2
 
 ROOT = Path(__file__).resolve().parent.parent
 GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "_pb2_grpc.pyi")

@@ -18,8 +18,8 @@ import time
 
 import pytest
 
-from choo_reference.jobs import UnitState
 from choo_reference.job_runner import KILLED_BY_STOP, OUTPUT_TAIL_BYTES, JobRun
+from choo_reference.jobs import UnitState
 from choo_reference.task_plan import Plan, load_plan
 
 EXAMPLE = pathlib.Path(__file__).resolve().parent.parent / "examples" / "hello-tasks"

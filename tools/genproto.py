@@ -26,8 +26,8 @@ def proto_files() -> list[str]:
 
 
 def generate(out: Path) -> None:
-    from grpc_tools import protoc
     import grpc_tools
+    from grpc_tools import protoc
 
     out.mkdir(parents=True, exist_ok=True)
     bin_dir = Path(sys.executable).parent

@@ -9,7 +9,8 @@ import json
 import os
 import socket
 import time
-from typing import Callable, Iterator, TextIO
+from collections.abc import Callable, Iterator
+from typing import TextIO
 
 import grpc
 

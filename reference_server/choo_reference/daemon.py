@@ -22,8 +22,8 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -34,7 +34,13 @@ from choo.v1 import daemon_pb2, daemon_pb2_grpc
 from . import __version__
 from .call_guard import CallGuard
 from .files import (
-    Created, FileProblem, LockFile, expand, probe_socket, remove_socket, socket_path_problem,
+    Created,
+    FileProblem,
+    LockFile,
+    expand,
+    probe_socket,
+    remove_socket,
+    socket_path_problem,
 )
 from .job_store import DEFAULT_SUBSCRIPTION_HISTORY, JobStore
 from .jobs import StorageError
@@ -90,7 +96,7 @@ def _already_serving(socket_path: str, pid: str | None) -> str:
 
 def _load_control() -> Callable | None:
     try:
-        from . import control  # type: ignore[attr-defined]
+        from . import control
     except ModuleNotFoundError as exc:
         if exc.name != f"{__package__}.control":
             raise

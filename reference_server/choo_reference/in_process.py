@@ -9,7 +9,7 @@ meet by shape.
 from __future__ import annotations
 
 import os
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 from choo.conformance.v1 import control_pb2
 from choo.v1 import daemon_pb2

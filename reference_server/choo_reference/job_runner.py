@@ -34,8 +34,9 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Any, Protocol
 
 from .jobs import CANCELLED, COMPLETED, FAILED, PENDING, RUNNING, UnitState
 from .limits import MAX_PARALLELISM
@@ -593,7 +594,7 @@ class JobRun:
             self._check_recording()
             self._recorder.record(event_type, unit_id, payload)
 
-    def _publish(self, unit_id: str, **changes: object) -> None:
+    def _publish(self, unit_id: str, **changes: Any) -> None:
         """Apply changes to a unit's state and hand the new state to the recorder."""
         with self._emit_lock:
             self._check_recording()

@@ -35,7 +35,7 @@ import os
 import threading
 import time
 import uuid
-from typing import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 from .jobs import (
     CANCELLED,
@@ -111,8 +111,18 @@ class _JobState:
     ever held for a few list operations, never across I/O or a wake."""
 
     __slots__ = (
-        "job_id", "job", "units", "lock", "last_seq", "window", "window_base",
-        "window_bytes", "terminal", "history", "open_feeds", "waiters",
+        "history",
+        "job",
+        "job_id",
+        "last_seq",
+        "lock",
+        "open_feeds",
+        "terminal",
+        "units",
+        "waiters",
+        "window",
+        "window_base",
+        "window_bytes",
     )
 
     def __init__(self, job: Job, units: Sequence[UnitState] = (), last_seq: int = 0,
@@ -150,7 +160,7 @@ class _Feed:
     wakes may run concurrently with it.
     """
 
-    __slots__ = ("_store", "_st", "_cursor", "_open", "_wake", "from_sequence", "serial")
+    __slots__ = ("_cursor", "_open", "_st", "_store", "_wake", "from_sequence", "serial")
 
     def __init__(self, store: JobStore, st: _JobState, from_sequence: int, wake: Wake,
                  serial: int) -> None:

@@ -4,8 +4,9 @@ written against (the role of the seed's Go JobManager)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Protocol, Sequence
+from typing import Protocol
 
 PENDING, RUNNING, COMPLETED, FAILED, CANCELLED = (
     "pending",

@@ -17,8 +17,9 @@ import contextlib
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, TextIO
+from typing import TextIO
 
 import grpc
 from rich.console import Console, Group, RenderableType

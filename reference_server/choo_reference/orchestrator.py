@@ -9,17 +9,25 @@ is held only for the database work.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import threading
 import time
-from typing import Callable, Collection
+from collections.abc import Callable, Collection
 
 from .job_runner import JobRun, RecordingFailed
 from .job_store import JobStore, JobTerminal
 from .jobs import (
-    CANCELLED, RUNNING, TERMINAL, Job, StorageError, UnitState, is_terminal, shorten,
+    CANCELLED,
+    RUNNING,
+    TERMINAL,
+    Job,
+    StorageError,
+    UnitState,
+    is_terminal,
+    shorten,
 )
 from .limits import MAX_JOB_ERROR_BYTES
 from .processes import ProcessTracker
@@ -122,7 +130,7 @@ class Orchestrator:
             run = JobRun(
                 plan, repo_path=repo_path, parallelism=parallelism,
                 recorder=_Recorder(self.store, job.job_id),
-                on_done=lambda status, error, job_id=job.job_id: self._finished(job_id, status, error),
+                on_done=functools.partial(self._finished, job.job_id),
                 command_timeout_s=self.command_timeout_s,
                 processes=None if self.processes is None else self.processes.for_job(job.job_id),
             )
@@ -218,7 +226,7 @@ class Orchestrator:
             for run in runs.values():
                 run.wait(max(0.0, deadline - time.monotonic()))
         interrupted = 0
-        for job_id, run in runs.items():
+        for run in runs.values():
             if run.stop(force=True):
                 interrupted += 1
         for run in runs.values():

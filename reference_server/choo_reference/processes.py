@@ -31,7 +31,7 @@ import subprocess
 import sys
 import threading
 import uuid
-from typing import Callable
+from collections.abc import Callable
 
 from .jobs import StorageError
 

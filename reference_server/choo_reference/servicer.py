@@ -17,15 +17,20 @@ import grpc
 from choo.v1 import daemon_pb2, daemon_pb2_grpc
 
 from . import __version__
+from .async_watch import LoopWaker, watch_job_async
 from .convert import timestamp
+from .jobs import STATUSES, Job, JobManager, JobNotFound, StorageError, is_terminal, shorten
 from .limits import (
-    MAX_BRANCH_BYTES, MAX_PARALLELISM, MAX_PATH_BYTES, MAX_RESPONSE_BYTES, size_text, too_long,
+    MAX_BRANCH_BYTES,
+    MAX_PARALLELISM,
+    MAX_PATH_BYTES,
+    MAX_RESPONSE_BYTES,
+    size_text,
+    too_long,
 )
 from .orchestrator import AlreadyStopped, CallGone, Conflict
-from .jobs import STATUSES, Job, JobManager, JobNotFound, StorageError, is_terminal, shorten
 from .shutdown import ShutdownSignal
 from .task_plan import PlanError
-from .async_watch import LoopWaker, watch_job_async
 from .watch import SHUTTING_DOWN, watch_job
 
 log = logging.getLogger("choo-ref")

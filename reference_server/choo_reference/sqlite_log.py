@@ -21,8 +21,8 @@ import sqlite3
 import stat
 import threading
 import urllib.parse
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
 
 from .jobs import CANCELLED, FAILED, PENDING, RUNNING, Event, Job, StorageError, UnitState
 
@@ -292,6 +292,7 @@ class SqliteLog:
                     job.created_at_ns, job.started_at_ns, job.completed_at_ns,
                 ),
             )
+            assert cur.lastrowid is not None  # an INSERT into a rowid table
             self._ords[job.job_id] = cur.lastrowid
 
     def update_job(self, job: Job) -> None:

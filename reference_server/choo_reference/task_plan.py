@@ -23,8 +23,9 @@ import heapq
 import os
 import re
 import stat
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Hashable, Mapping, Sequence, TypeVar
+from typing import Any, TypeVar
 
 import yaml
 from frontmatter.default_handlers import YAMLHandler

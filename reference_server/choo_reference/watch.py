@@ -2,7 +2,9 @@
 
 This handler is a generator, so it runs under grpc's thread-pool server and
 under grpc_testing; the daemon serves the coroutine twin in async_watch.py,
-which holds no thread while it waits. Both admit a request with admit(). It never waits on the feed alone: one `wake` event is set by the
+which holds no thread while it waits. Both admit a request with admit().
+
+It never waits on the feed alone: one `wake` event is set by the
 feed (new events or the end), by the RPC ending (client cancelled or the
 transport failed) and by the daemon shutting down, so each of those ends or
 advances the watch at once (W5, W6, W7).
@@ -11,7 +13,7 @@ advances the watch at once (W5, W6, W7).
 from __future__ import annotations
 
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 
 import grpc
 

@@ -5,6 +5,7 @@ it, else by calling the service and seeing whether it is UNIMPLEMENTED."""
 from __future__ import annotations
 
 import tempfile
+from pathlib import Path
 
 import grpc
 
@@ -51,7 +52,7 @@ def serves_control(address: str) -> bool:
 
 def in_process_serves_control(implementation: Implementation) -> bool:
     with tempfile.TemporaryDirectory(prefix="choo-probe-") as data:
-        instance = implementation.daemon(data)
+        instance = implementation.daemon(Path(data))
         try:
             return CONTROL_SERVICE.full_name in instance.servicers
         finally:

@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass, field
 
 import grpc
+
 from choo.v1 import daemon_pb2
 
 # The job statuses of the contract, in the order error messages list them.

@@ -64,9 +64,9 @@ import grpc
 # Run as a script: the package beside this file is foreign_daemon.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from foreign_daemon.ledger import Ledger, LedgerError  # noqa: E402
-from foreign_daemon.service import VERSION, Daemon, handlers  # noqa: E402
-from foreign_daemon.state import State  # noqa: E402
+from foreign_daemon.ledger import Ledger, LedgerError
+from foreign_daemon.service import VERSION, Daemon, handlers
+from foreign_daemon.state import State
 
 log = logging.getLogger("foreign")
 

@@ -16,9 +16,10 @@ import logging
 import os
 
 import grpc
+from google.protobuf.message import DecodeError
+
 from choo.conformance.v1 import control_pb2
 from choo.v1 import daemon_pb2
-from google.protobuf.message import DecodeError
 
 from . import model
 from .conductor import Conductor

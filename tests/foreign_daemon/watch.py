@@ -22,6 +22,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
+
 from choo.v1 import daemon_pb2
 
 from .model import Job, Refusal, Watch, invalid
