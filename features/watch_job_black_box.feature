@@ -144,7 +144,7 @@ Feature: WatchJob, checked through DaemonService alone
     Scenario: Watchers that join while the job records events each get every event once, in order
       Given a tasks folder "thirty steps" with one unit of 30 steps that each wait for their release
       When a client starts a job on "thirty steps"
-      And the steps are released one after another, 2 clients joining from 0 after each
+      And the steps are released one after another, 2 clients joining from 1 after each
       Then the job ends "completed"
       And every client that joined receives every event of the job once, in order, and ends OK
 
@@ -152,7 +152,7 @@ Feature: WatchJob, checked through DaemonService alone
   Rule: W15 A slow or stalled watcher blocks nothing and costs bounded memory
 
     Scenario: A stalled watcher blocks neither the job nor the other watchers
-      Given a tasks folder "busy" with one unit of 200 steps that each print a line
+      Given a tasks folder "busy" with 6 units of 200 steps that each print a line
       When a client starts a job on "busy" behind a gate
       And client "stalled" watches that job from sequence 0
       And client "live" watches that job from sequence 0

@@ -166,7 +166,7 @@ HANGING = f"{sys.executable} {ROOT / 'tests' / 'hanging_daemon.py'}"
     # The call's own deadline (10 s) comes first.
     ("append-while-watched", "W15", "60", "AppendEvents did not answer within 10 s"),
     # Nothing the steps wait for has a shorter deadline than the scenario.
-    ("stream-forever", "W14", "8", "timed out after 8 s in step 'Then the client receives sequences 1-50"),
+    ("stream-forever", "W14", "8", "timed out after 8 s in step 'Then the client receives sequences"),
 ])
 def test_a_hanging_daemon_fails_its_rule_in_time_and_leaves_nothing(tmp_path, hang, rule,
                                                                    scenario_timeout, says):

@@ -124,7 +124,7 @@ def runs(tmp_path_factory):
     'bug/<name>' and 'black-box/<name>'."""
     folder = tmp_path_factory.mktemp("foreign")
     plans = {f"correct/{part}": (tags, _server_cmd()) for part, tags in CORRECT_PARTS.items()}
-    plans["black-box/correct"] = ("black_box or job_lifecycle or daemon_lifecycle",
+    plans["black-box/correct"] = ("black_box or job_lifecycle or daemon_lifecycle or watch_job_daemon",
                                   _server_cmd(control=False))
     plans.update({f"bug/{bug}": (tags, _server_cmd([bug])) for bug, tags in BUG_SELECTION.items()})
     plans.update({f"black-box/{bug}": (f"black_box and {rule}", _server_cmd([bug], control=False))

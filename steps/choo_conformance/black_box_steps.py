@@ -57,11 +57,19 @@ def _released(world, name: str) -> None:
 # -- Given ------------------------------------------------------------------
 
 
-@given(parsers.parse('a tasks folder "{name}" with one unit of {count:d} steps that each {kind}'))
-def folder_of_steps(world, tmp_path, name, count, kind):
-    commands = "; ".join(STEP_KINDS[kind](n) for n in range(1, count + 1))
-    world.marks["steps"] = count
-    tasks_folder(world, tmp_path, name, [["unit", "depends_on", "commands"], ["only", "", commands]])
+@given(parsers.re(r'a tasks folder "(?P<name>[^"]+)" with (?P<units>one|\d+) units? of (?P<count>\d+) '
+                  r'steps that each (?P<kind>.+)$'))
+def folder_of_steps(world, tmp_path, name, units, count, kind):
+    """One unit, or a chain of them (each after the one before), of `count`
+    steps each; steps are numbered across the units."""
+    units, count = 1 if units == "one" else int(units), int(count)
+    rows = [["unit", "depends_on", "commands"]]
+    for u in range(units):
+        first = u * count + 1
+        commands = "; ".join(STEP_KINDS[kind](n) for n in range(first, first + count))
+        rows.append([f"part-{u + 1}", f"part-{u}" if u else "", commands])
+    world.marks["steps"] = units * count
+    tasks_folder(world, tmp_path, name, rows)
 
 
 @given(parsers.parse('a job on "{folder}" that has completed, watched from 1 to its end'))
@@ -161,7 +169,7 @@ def resumes_that_job(target, world):
     world.watches["resumed"] = target.watch(_last_job(world), resume)
 
 
-@when(parsers.parse("the steps are released one after another, {count:d} clients joining from 0 after each"))
+@when(parsers.parse("the steps are released one after another, {count:d} clients joining from 1 after each"))
 def released_with_joins(target, world, count):
     """Each release makes the job record events; watchers joining right
     then hand over from replay to live while events arrive."""
@@ -169,7 +177,9 @@ def released_with_joins(target, world, count):
     joined = world.marks["joined"] = []
     for step in range(1, world.marks["steps"] + 1):
         _released(world, f"step-{step}")
-        joined += [target.watch(job_id, 0) for _ in range(count)]
+        # From 1: a joiner that comes after the job's end replays it (from 0
+        # it would rightly get nothing, W8).
+        joined += [target.watch(job_id, 1) for _ in range(count)]
 
 
 # -- Then -------------------------------------------------------------------
@@ -191,10 +201,11 @@ def replay_matches(target, world):
 
 
 def _first_difference(got: list[tuple], want: list[tuple]) -> str:
+    """Where what a watch received parts from what it should have."""
     for g, w in zip(got, want):
         if g != w:
-            return f"event {w[0]}: replayed as {g!r:.300}, delivered live as {w!r:.300}"
-    return f"{len(got)} events replayed, {len(want)} delivered live"
+            return f"event {w[0]}: received {g!r:.300}, expected {w!r:.300}"
+    return f"received {len(got)} events, expected {len(want)}"
 
 
 @then("replays from 2, from the middle and from the last sequence return exactly what the watch "

@@ -4,15 +4,11 @@ it, else by calling the service and seeing whether it is UNIMPLEMENTED."""
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-
 import grpc
 
 from choo.conformance.v1 import control_pb2, control_pb2_grpc
 
 from .contract import CONTROL_SERVICE
-from .seam import Implementation
 
 PROBE_DEADLINE_S = 10.0
 
@@ -48,12 +44,3 @@ def serves_control(address: str) -> bool:
         except grpc.RpcError as error:
             return error.code() != grpc.StatusCode.UNIMPLEMENTED
         return True
-
-
-def in_process_serves_control(implementation: Implementation) -> bool:
-    with tempfile.TemporaryDirectory(prefix="choo-probe-") as data:
-        instance = implementation.daemon(Path(data))
-        try:
-            return CONTROL_SERVICE.full_name in instance.servicers
-        finally:
-            instance.close()

@@ -114,11 +114,13 @@ def _preflight(options: Options) -> None:
     """Make sure there is something to test, and settle the profile; raises
     NoVerdict otherwise."""
     if options.mode == "in process":
+        # Only loaded: an implementation's daemon is made in the pytest
+        # process, where a scenario's clock bounds it. One without the
+        # control service is run with --profile black-box.
         try:
-            implementation = load_implementation(options.implementation)
+            load_implementation(options.implementation)
         except ImplementationMissing as error:
             raise NoVerdict(str(error)) from None
-        _settle_profile(options, lambda: profiles.in_process_serves_control(implementation))
         return
     if options.target:
         try:

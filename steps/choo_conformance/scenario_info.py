@@ -9,6 +9,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 RULE_ID = re.compile(r"^[WR]\d+$")
+# Markers that are pytest's own, not Gherkin tags.
+PYTEST_MARKERS = frozenset({"parametrize", "usefixtures", "skip", "skipif", "xfail",
+                            "filterwarnings"})
 
 
 def is_rule(tag: str) -> bool:
@@ -56,9 +59,9 @@ def scenario_info(item) -> ScenarioInfo | None:
         return None
     callspec = getattr(item, "callspec", None)
     example = dict(callspec.params.get("_pytest_bdd_example", {})) if callspec else {}
-    tags = set(template.tags) | set(template.feature.tags)
-    if template.rule is not None:
-        tags |= set(template.rule.tags)
+    # pytest-bdd makes every Gherkin tag a marker, those of the example's
+    # own Examples block included.
+    tags = {marker.name for marker in item.iter_markers()} - PYTEST_MARKERS
     name = template.name
     if example:
         from pytest_bdd.parser import render_string

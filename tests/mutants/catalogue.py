@@ -47,6 +47,11 @@ def _both_watch_loops(old_sync: str, new_sync: str, old_async: str, new_async: s
             Edit(f"{R}.async_watch:watch_job_async", old_async, new_async))
 
 
+# Messages built for each delivery, not once per event: an edit of how a
+# message is built then shows in every delivery.
+_UNCACHED = Edit(f"{R}.convert:event_to_proto", "        return _cached(event)\n",
+                 "        return _build(event)\n")
+
 CATALOGUE = (
     # -- the seed's rows ---------------------------------------------------------------
     Mutant("empty-id-looked-up", "an empty job_id is looked up instead of refused", ("W1",),
@@ -101,10 +106,12 @@ CATALOGUE = (
                  "            batch = [__import__('dataclasses').replace(e, payload_json='{}')\n"
                  "                     for e in self._store._log.read(st.job_id, cursor, stop)]\n"),)),
     Mutant("no-timestamp", "events are sent without their timestamp", ("W3", "W12"),
-           (Edit(f"{R}.convert:event_to_proto", "        timestamp=timestamp(event.timestamp_ns),\n", ""),)),
+           (Edit(f"{R}.convert:_build", "        timestamp=timestamp(event.timestamp_ns),\n", ""),
+            _UNCACHED)),
     Mutant("stamped-at-send", "events are stamped when sent, not when recorded", ("W3", "W9", "W12"),
-           (Edit(f"{R}.convert:event_to_proto", "timestamp=timestamp(event.timestamp_ns)",
-                 "timestamp=timestamp(__import__('time').time_ns())"),)),
+           (Edit(f"{R}.convert:_build", "timestamp=timestamp(event.timestamp_ns)",
+                 "timestamp=timestamp(__import__('time').time_ns())"),
+            _UNCACHED)),
     # -- the event log and its watchers ----------------------------------------------------
     Mutant("window-skip-ahead", "a watcher behind the in-memory window skips ahead to it",
            ("W12", "W14", "W15"),

@@ -41,8 +41,11 @@ class Edit:
             raise StaleEdit(f"{self.target}: the text to replace occurs {found} times, not once: "
                             f"{self.old!r}")
         # Compiled among the module's own names, so the edited function sees
-        # what the original saw (decorators included).
-        namespace = dict(vars(module))
+        # what the original saw (decorators included). A module's function is
+        # compiled in the module itself, so that edits of two of its
+        # functions see each other; a method in a copy, so that nothing of
+        # the class leaks into the module.
+        namespace = vars(module) if owner is module else dict(vars(module))
         edited = source.replace(self.old, self.new)
         if edited[:1].isspace():  # a method: compile it inside a block
             edited = "if True:\n" + edited
