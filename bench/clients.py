@@ -7,6 +7,9 @@ writes what each saw as JSON.
 With --latency, each event's payload starts with the time it was appended
 (see workload.payload) and the receive-minus-append delay of every event is
 written as int64 nanoseconds to R.json.lat.
+
+With --stall, each watch is opened and never read, as by a client that has
+stopped reading: the process waits until it is stopped (or --timeout).
 """
 
 from __future__ import annotations
@@ -29,14 +32,15 @@ from .workload import sent_ns
 CHANNEL_OPTIONS = [("grpc.use_local_subchannel_pool", 1)]
 
 
-async def _watch(socket_path: str, job_id: str, expect: int, latency: array.array | None,
-                 deadline: float) -> dict:
+async def _watch(socket_path: str, job_id: str, from_sequence: int, expect: int,
+                 latency: array.array | None, deadline: float) -> dict:
     result = {"status": "", "count": 0, "in_order": True, "start_ns": time.time_ns(),
               "first_ns": 0, "last_ns": 0}
     async with grpc.aio.insecure_channel(f"unix://{socket_path}",
                                          options=CHANNEL_OPTIONS) as channel:
         stub = daemon_pb2_grpc.DaemonServiceStub(channel)
-        call = stub.WatchJob(daemon_pb2.WatchJobRequest(job_id=job_id, from_sequence=1),
+        call = stub.WatchJob(daemon_pb2.WatchJobRequest(job_id=job_id,
+                                                        from_sequence=from_sequence),
                              timeout=max(deadline - time.time(), 1.0))
         count = 0
         in_order = True
@@ -45,7 +49,7 @@ async def _watch(socket_path: str, job_id: str, expect: int, latency: array.arra
             async for event in call:
                 now = time.time_ns()
                 count += 1
-                if event.sequence != count:
+                if event.sequence != max(from_sequence, 1) + count - 1:
                     in_order = False
                 if latency is not None:
                     latency.append(now - sent_ns(event.payload_json))
@@ -59,11 +63,28 @@ async def _watch(socket_path: str, job_id: str, expect: int, latency: array.arra
     return result
 
 
+async def _stall(socket_path: str, job_id: str, from_sequence: int, deadline: float) -> dict:
+    async with grpc.aio.insecure_channel(f"unix://{socket_path}",
+                                         options=CHANNEL_OPTIONS) as channel:
+        stub = daemon_pb2_grpc.DaemonServiceStub(channel)
+        # The call starts at once; nothing ever reads it.
+        call = stub.WatchJob(daemon_pb2.WatchJobRequest(job_id=job_id,
+                                                        from_sequence=from_sequence),
+                             timeout=max(deadline - time.time(), 1.0))
+        await asyncio.sleep(max(deadline - time.time(), 0.0))
+        call.cancel()
+    return {"status": "STALLED", "count": 0, "in_order": False, "start_ns": 0, "first_ns": 0,
+            "last_ns": 0}
+
+
 async def _main(args: argparse.Namespace) -> list[dict]:
     latency = array.array("q") if args.latency else None
     deadline = time.time() + args.timeout
+    if args.stall:
+        return await asyncio.gather(*(_stall(args.socket, args.job, args.from_sequence, deadline)
+                                      for _ in range(args.watchers)))
     results = await asyncio.gather(*(
-        _watch(args.socket, args.job, args.expect, latency, deadline)
+        _watch(args.socket, args.job, args.from_sequence, args.expect, latency, deadline)
         for _ in range(args.watchers)
     ))
     if latency is not None:
@@ -78,8 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--job", required=True)
     parser.add_argument("--watchers", type=int, required=True)
     parser.add_argument("--expect", type=int, required=True,
-                        help="events each watcher must see, in order from 1")
+                        help="events each watcher must see, in order from --from-sequence")
+    parser.add_argument("--from-sequence", type=int, default=1)
     parser.add_argument("--latency", action="store_true")
+    parser.add_argument("--stall", action="store_true", help="open the watches, never read them")
     parser.add_argument("--timeout", type=float, default=120.0)
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)

@@ -11,24 +11,36 @@ import sys
 import time
 from pathlib import Path
 
+from .placement import Placement
+
 ROOT = Path(__file__).resolve().parents[1]
 GRACE_S = 5.0
 
 
 class Processes:
-    def __init__(self) -> None:
+    """Every process of a run; `placement` says which cores the server and
+    the clients get (bench.placement)."""
+
+    def __init__(self, placement: Placement | None = None) -> None:
+        self.placement = placement or Placement()
         self._started: list[subprocess.Popen] = []
 
     def spawn(self, args: list[str], log: Path | None = None) -> subprocess.Popen:
+        """A client-side process (a watcher, a profiler, the suite)."""
         out = open(log, "ab") if log is not None else subprocess.DEVNULL
         try:
             # Own session: a Ctrl-C in the terminal reaches the benchmark only,
             # which then stops its children in order.
-            proc = subprocess.Popen(args, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
+            with self.placement.clients():
+                proc = subprocess.Popen(args, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
         finally:
             if log is not None:
                 out.close()
+        return self.adopt(proc)
+
+    def adopt(self, proc: subprocess.Popen) -> subprocess.Popen:
+        """Stop this one at the end too (a process started elsewhere)."""
         self._started.append(proc)
         return proc
 
@@ -95,3 +107,11 @@ def cpu_times(pid: int) -> tuple[float, float]:
 
 def cpu_s(pid: int) -> float:
     return sum(cpu_times(pid))
+
+
+def main_thread_cpu_s(pid: int) -> float:
+    """CPU time of the process's main thread alone: a grpc.aio server's event
+    loop, the thread whose speed bounds it once it has cores enough."""
+    with open(f"/proc/{pid}/task/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK

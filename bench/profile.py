@@ -33,6 +33,8 @@ from .servers import CEILING_AIO, CEILING_SYNC, POOLED, SHIPPED, Server
 RESULTS = ROOT / "bench" / "results"
 SCENARIOS = {
     "one-watcher": lambda p, s, d: scenarios.stream(p, s, 1, 20000, d),
+    "watchers-10": lambda p, s, d: scenarios.stream(p, s, 10, 5000, d),
+    "watchers-100": lambda p, s, d: scenarios.stream(p, s, 100, 1000, d),
     "watchers-1000": lambda p, s, d: scenarios.stream(p, s, 1000, 200, d),
     "latency": lambda p, s, d: scenarios.latency(p, s, 100, 50, 5.0, d),
 }

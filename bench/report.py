@@ -48,6 +48,7 @@ def machine_line(facts: dict) -> str:
             f"protobuf {facts['protobuf']}, load average at start "
             f"{' '.join(map(str, facts['load_average']))}"
             + (", PYTHONDONTWRITEBYTECODE set" if facts["PYTHONDONTWRITEBYTECODE"] else "")
+            + (f"; {facts['placement']}" if facts.get("placement") else "")
             + (f"; choo_reference at {facts['commit']}" if facts.get("commit") else "")
             + (" with uncommitted changes to "
                + ", ".join(facts["reference_server_uncommitted"])
@@ -65,6 +66,10 @@ class Row:
     note: str = ""  # shown after the table when the figure is missed
     shown: str = ""  # replaces the formatted measurement (a timeout, a lower bound)
     ceiling_api: str = ""  # which of grpcio's server APIs gave the ceiling
+    # Server CPU (user + system) per delivered event in the runs a throughput
+    # figure comes from: the daemon's and the ceiling's.
+    cpu_us: float | None = None
+    ceiling_cpu_us: float | None = None
 
     @property
     def ratio(self) -> float | None:
@@ -78,7 +83,7 @@ def _fmt(value: float | None, unit: str) -> str:
         return "-"
     if unit == "events/s":
         return f"{value:,.0f} {unit}"
-    if unit in ("ms", "KB"):
+    if unit in ("ms", "KB", "µs"):
         return f"{value:,.1f} {unit}" if value < 100 else f"{value:,.0f} {unit}"
     return f"{value:.2f} {unit}"
 
@@ -89,12 +94,20 @@ def _fmt_ratio(ratio: float | None) -> str:
     return f"{ratio:.2f}" if ratio < 10 else f"{ratio:,.0f}"
 
 
+def _fmt_cpu(r: Row) -> str:
+    if r.cpu_us is None:
+        return ""
+    return f"{_fmt(r.cpu_us, 'µs')} / {_fmt(r.ceiling_cpu_us, 'µs')}"
+
+
 def table(rows: list[Row]) -> str:
     """A Markdown table, readable as plain text too."""
-    head = ["figure", "measured", "ceiling", "ratio", "target", "met?"]
+    head = ["figure", "measured", "ceiling", "ratio", "target", "met?",
+            "server CPU per event (daemon / ceiling)"]
     body = [[r.figure, r.shown or _fmt(r.measured, r.unit),
              _fmt(r.ceiling, r.unit) + (f" ({r.ceiling_api})" if r.ceiling_api else ""),
-             _fmt_ratio(r.ratio), r.target, "yes" if r.met else "NO"] for r in rows]
+             _fmt_ratio(r.ratio), r.target, "yes" if r.met else "NO", _fmt_cpu(r)]
+            for r in rows]
     widths = [max(len(line[i]) for line in [head] + body) for i in range(len(head))]
 
     def line(cells: list[str]) -> str:

@@ -1,13 +1,14 @@
 """`make bench`: every performance target (docs/PERFORMANCE.md), measured against the
 reference daemon and, in the same run, against the plain-grpcio ceiling.
 
-    python -m bench.run            # the full run (under 10 minutes on 2 cores)
+    python -m bench.run            # the full run (about 15 minutes on 2 cores)
     python -m bench.run --quick    # smaller sizes, to check the harness
+    python -m bench.run --server-cpus 0 --client-cpus 1-15   # the server on a core of its own
 
 Prints the machine facts, one line per measurement as it goes, then the table
-(figure, measured, ceiling, ratio, target, met?) and a closing note on the
-figures that miss. Writes bench/results/results.json and the plots
-bench/results/{watchers,events,latency}.png.
+(figure, measured, ceiling, ratio, target, met?, server CPU per event) and a
+closing note on the figures that miss. Writes bench/results/results.json and
+the plots bench/results/{watchers,events,latency}.png (--out elsewhere).
 
 The ceiling is measured on both of grpcio's server APIs (grpc.server with a
 thread per stream, grpc.aio with a coroutine per stream); the better of the
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -34,6 +36,7 @@ from choo_reference.daemon import DEFAULT_MAX_WORKERS
 from choo_reference.job_store import DEFAULT_EVENT_WINDOW
 
 from . import plots, report, scenarios
+from .placement import Placement
 from .processes import ROOT, Processes
 from .report import Row
 from .servers import CEILING_AIO, CEILING_SYNC, CEILINGS, POOLED, SHIPPED, Server
@@ -47,17 +50,17 @@ ROLES = (DAEMON, CEILING_SYNC, CEILING_AIO)
 class Plan:
     one_watcher_events: int = 15000
     repeats: int = 5  # of the one-watcher figure; the best of each server counts
-    many_watchers: int = 1000
-    many_events: int = 100
-    many_repeats: int = 3  # the best of each server counts
-    # (watchers, events per job): 50k-100k deliveries per point.
-    watcher_sweep: list = field(default_factory=lambda: [(10, 5000), (100, 1000)])
+    # (watchers, events per job) of the aggregate figures: 50k-100k deliveries each.
+    watcher_counts: list = field(default_factory=lambda: [(10, 5000), (100, 1000), (1000, 100)])
+    watcher_repeats: int = 3  # the best of each server counts
     event_sweep: list = field(default_factory=lambda: [2000, 50000])
     replay_sweep: list = field(default_factory=lambda: [5000, 50000])
     latency_watchers: int = 100
-    latency_rate: int = 500
-    latency_sweep: list = field(default_factory=lambda: [50, 150])
+    latency_rates: list = field(default_factory=lambda: [50, 150, 500])
+    latency_repeats: int = 2  # the lowest p99 of each server counts
     latency_s: float = 2.0
+    stalled_watchers: int = 100
+    stalled_pending: int = 50000
     rpc_watchers: int = 1000
     rpc_rounds: int = 200
     start_every: int = 4  # one StartJob per this many Health/GetJobStatus rounds
@@ -65,13 +68,20 @@ class Plan:
 
     @property
     def max_workers(self) -> int:
-        return max(self.many_watchers, self.rpc_watchers, self.latency_watchers) + 100
+        most = max(w for w, _ in self.watcher_counts)
+        return max(most, self.rpc_watchers, self.latency_watchers, self.stalled_watchers) + 100
+
+    @property
+    def cpu_counts(self) -> list[int]:
+        """The watcher counts of the CPU-per-event rows: 1, 100 and the most."""
+        counts = [w for w, _ in self.watcher_counts]
+        return sorted({1, *(w for w in counts if w == 100), max(counts)})
 
 
-QUICK = Plan(one_watcher_events=5000, repeats=1, many_watchers=200, many_events=100,
-             many_repeats=1, watcher_sweep=[(10, 1000)], event_sweep=[1000],
-             replay_sweep=[1000, 5000], latency_sweep=[50], latency_s=1.0,
-             rpc_watchers=200, rpc_rounds=40, pool_watchers=100)
+QUICK = Plan(one_watcher_events=5000, repeats=1, watcher_counts=[(10, 1000), (100, 200)],
+             watcher_repeats=1, event_sweep=[1000], replay_sweep=[1000, 5000],
+             latency_rates=[50, 150], latency_repeats=1, latency_s=1.0, stalled_watchers=20,
+             stalled_pending=5000, rpc_watchers=200, rpc_rounds=40, pool_watchers=100)
 
 
 class Bench:
@@ -101,22 +111,35 @@ class Bench:
                   f"({time.monotonic() - t:.1f} s)", flush=True)
         return out
 
+    def best_of(self, runs: int, label: str, measure: Callable[[Server, Path], dict],
+                describe: Callable[[dict], str]) -> dict[str, list[dict]]:
+        """`runs` rounds of each(): every run of each role, in order."""
+        return _by_role([self.each(label, measure, describe) for _ in range(runs)])
+
 
 def _stream_line(r: dict) -> str:
     return (f"{r['events_per_s']:,.0f} events/s, {r['complete']}/{r['watchers']} complete, "
-            f"server {r['cpu_us_per_event']:.0f} µs CPU/event, "
+            f"server {r['cpu_us_per_event']:.1f} µs CPU/event, "
             f"RSS {r['rss_per_watcher_kb']:.0f} KB/watcher, {r['threads_open']} threads")
 
 
 def _replay_line(r: dict) -> str:
     return (f"{r['events_per_s']:,.0f} events/s, {r['complete']}/1 complete, "
-            f"server {r['cpu_us_per_event']:.0f} µs CPU/event")
+            f"server {r['cpu_us_per_event']:.1f} µs CPU/event")
 
 
 def _latency_line(r: dict) -> str:
     return (f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, "
             f"{r['complete']}/{r['watchers']} complete, "
             f"appended at {r['achieved_rate']:.0f}/s, drained after {r['drained_s']:.1f} s")
+
+
+def _stalled_line(r: dict) -> str:
+    return (f"{r['still_open']}/{r['watchers']} stalled watches open, per watcher "
+            f"{r['open_kb_per_watcher']:.1f} KB open, {r['kb_per_watcher_first']:.1f} KB with "
+            f"{r['pending_first']:,} pending events, {r['kb_per_watcher']:.1f} KB with "
+            f"{r['pending']:,} (recording alone {r['recording_kb'] / 1024:+.1f} MB per "
+            f"{r['pending']:,} events)")
 
 
 def _rpc_line(r: dict) -> str:
@@ -129,6 +152,11 @@ def _rpc_line(r: dict) -> str:
 
 def _by_role(runs: list[dict[str, dict]]) -> dict[str, list]:
     return {role: [run[role] for run in runs] for role in ROLES}
+
+
+def _fastest(runs: list[dict]) -> dict:
+    """The run that counts among several of one server: complete first, then fastest."""
+    return max(runs, key=lambda r: (r["complete"], r["events_per_s"]))
 
 
 def measure(bench: Bench) -> dict:
@@ -157,10 +185,10 @@ def measure(bench: Bench) -> dict:
 
     print(f"events/s to one watcher, {plan.one_watcher_events} events, "
           f"best of {plan.repeats}", flush=True)
-    one = _by_role([bench.each("1 watcher", lambda s, d: scenarios.stream(
-        procs, s, 1, plan.one_watcher_events, d), _stream_line) for _ in range(plan.repeats)])
+    one = bench.best_of(plan.repeats, "1 watcher", lambda s, d: scenarios.stream(
+        procs, s, 1, plan.one_watcher_events, d), _stream_line)
     results["one_watcher"] = one
-    best_one = {role: max(one[role], key=lambda r: r["events_per_s"]) for role in ROLES}
+    best_one = {role: _fastest(one[role]) for role in ROLES}
 
     print("events per job, one watcher, live", flush=True)
     sweep = _by_role([bench.each(f"{n} events", lambda s, d, n=n: scenarios.stream(
@@ -172,34 +200,49 @@ def measure(bench: Bench) -> dict:
                                                     scenarios.replay(procs, s, n, d),
                                                     _replay_line) for n in plan.replay_sweep])
 
-    print("number of watchers", flush=True)
-    points = plan.watcher_sweep + [(plan.many_watchers, plan.many_events)] * plan.many_repeats
-    sweep = _by_role([bench.each(f"{w} watchers x {n} events", lambda s, d, w=w, n=n:
-                                 scenarios.stream(procs, s, w, n, d), _stream_line)
-                      for w, n in points])
-    many = {role: [r for r in sweep[role] if r["watchers"] == plan.many_watchers]
-            for role in ROLES}
-    results["many_watchers_runs"] = many
-    results["many_watchers"] = {
-        role: max(many[role], key=lambda r: (r["complete"], r["events_per_s"])) for role in ROLES}
-    # One point per watcher count in the plot: the best run.
+    print(f"number of watchers, best of {plan.watcher_repeats}", flush=True)
+    counts: dict[str, dict[str, list[dict]]] = {}
+    for _ in range(plan.watcher_repeats):  # rounds, so that each count sees the same load
+        for w, n in plan.watcher_counts:
+            run = bench.each(f"{w} watchers x {n} events", lambda s, d, w=w, n=n:
+                             scenarios.stream(procs, s, w, n, d), _stream_line)
+            for role in ROLES:
+                counts.setdefault(str(w), {r: [] for r in ROLES})[role].append(run[role])
+    results["watcher_runs"] = counts
+    # One point per watcher count in the plot: the fastest run.
     results["watchers_sweep"] = {
-        role: [best_one[role]] + [r for r in sweep[role] if r["watchers"] != plan.many_watchers]
-        + [results["many_watchers"][role]] for role in ROLES}
+        role: [best_one[role]] + [_fastest(counts[str(w)][role]) for w, _ in plan.watcher_counts]
+        for role in ROLES}
 
     print(f"append-to-client latency, {plan.latency_watchers} watchers, "
-          f"{plan.latency_s:g} s per rate", flush=True)
-    results["latency_sweep"] = _by_role([bench.each(
-        f"{rate} events/s", lambda s, d, rate=rate: scenarios.latency(
-            procs, s, plan.latency_watchers, rate, plan.latency_s, d), _latency_line)
-        for rate in plan.latency_sweep + [plan.latency_rate]])
-    results["latency"] = {role: results["latency_sweep"][role][-1] for role in ROLES}
+          f"{plan.latency_s:g} s per rate, best of {plan.latency_repeats}", flush=True)
+    latency: dict[str, dict[str, list[dict]]] = {}
+    for _ in range(plan.latency_repeats):
+        for rate in plan.latency_rates:
+            run = bench.each(f"{rate} events/s", lambda s, d, rate=rate: scenarios.latency(
+                procs, s, plan.latency_watchers, rate, plan.latency_s, d), _latency_line)
+            for role in ROLES:
+                latency.setdefault(str(rate), {r: [] for r in ROLES})[role].append(run[role])
+    results["latency_runs"] = latency
+    results["latency_sweep"] = {
+        role: [_lowest_p99(latency[str(rate)][role]) for rate in plan.latency_rates]
+        for role in ROLES}
+
+    print(f"{plan.stalled_watchers} stalled watchers, {plan.stalled_pending:,} pending events",
+          flush=True)
+    results["stalled"] = bench.each(f"{plan.stalled_watchers} stalled", lambda s, d:
+                                    scenarios.stalled(procs, s, plan.stalled_watchers,
+                                                      plan.stalled_pending, d), _stalled_line)
 
     print(f"unary calls with {plan.rpc_watchers} open watchers", flush=True)
     results["rpc"] = bench.each(f"{plan.rpc_watchers} watchers", lambda s, d: scenarios.rpc_latency(
         procs, s, plan.rpc_watchers, plan.rpc_rounds, plan.start_every, d,
         ceiling=s.kind in CEILINGS), _rpc_line)
     return results
+
+
+def _lowest_p99(runs: list[dict]) -> dict:
+    return min(runs, key=lambda r: (-r["complete"], r["p99_ms"]))
 
 
 # -- the table ---------------------------------------------------------------------------
@@ -217,64 +260,101 @@ def _watchers(n: int) -> str:
     return f"{n} watcher{'s' if n != 1 else ''}"
 
 
-def _capacity(results: dict, role: str) -> tuple[float, int]:
-    """The most delivered events/s any watcher count reached, and at how many."""
-    best = max(results["watchers_sweep"][role], key=lambda r: r["events_per_s"])
-    return best["events_per_s"], best["watchers"]
+def _throughput_row(figure: str, runs: dict[str, list[dict]], watchers: int) -> Row:
+    """events/s >= 0.95 x the ceiling, every watcher complete; the fastest run
+    of each server counts, and the CPU per event of that run is shown."""
+    best = {role: _fastest(runs[role]) for role in ROLES}
+    d = best[DAEMON]
+    c, api = _best(best, lambda r: r["events_per_s"])
+    ratio = d["events_per_s"] / c
+    complete = d["complete"] == watchers
+    c_cpu = best["ceiling-" + api]["cpu_us_per_event"]
+    note = "" if ratio >= 0.95 else (
+        f"{ratio:.2f} x the ceiling ({0.95 - ratio:.2f} short); server CPU per delivered event "
+        f"{d['cpu_us_per_event']:.1f} µs vs {c_cpu:.1f} µs")
+    if not complete:
+        note = f"only {d['complete']} of {watchers} watchers completed with every event. " + note
+    return Row(figure, d["events_per_s"], c, "events/s",
+               ">= 0.95 x ceiling" + (", all complete" if watchers > 1 else ""),
+               complete and ratio >= 0.95, note, ceiling_api=api,
+               cpu_us=d["cpu_us_per_event"], ceiling_cpu_us=c_cpu)
+
+
+def _cpu_row(watchers: int, runs: dict[str, list[dict]]) -> Row:
+    """Server CPU per delivered event <= 1.1 x the ceiling's: the lowest of
+    each server's complete runs (other load only ever adds to it)."""
+    def lowest(role: str) -> float:
+        done = [r for r in runs[role] if r["complete"] == watchers] or runs[role]
+        return min(r["cpu_us_per_event"] for r in done)
+
+    d = lowest(DAEMON)
+    api = min(CEILINGS, key=lowest)
+    c = lowest(api)
+    ratio = d / c
+    return Row(f"server CPU per delivered event, {_watchers(watchers)}", d, c, "µs",
+               "<= 1.1 x ceiling", ratio <= 1.1,
+               f"{ratio:.2f} x the ceiling's: {d - c:.1f} µs more per delivery",
+               ceiling_api=api.removeprefix("ceiling-"))
 
 
 def rows(plan: Plan, results: dict) -> list[Row]:
     out: list[Row] = []
-    one = {role: max(results["one_watcher"][role], key=lambda r: r["events_per_s"])
-           for role in ROLES}
-    d1 = one[DAEMON]
-    c1, api = _best(one, lambda r: r["events_per_s"])
-    ratio = d1["events_per_s"] / c1
+    out.append(_throughput_row("events/s to one watcher", results["one_watcher"], 1))
+    for w, n in plan.watcher_counts:
+        out.append(_throughput_row(f"{w} watchers x {n:,} events, aggregate",
+                                   results["watcher_runs"][str(w)], w))
+    for w in plan.cpu_counts:
+        runs = results["one_watcher"] if w == 1 else results["watcher_runs"][str(w)]
+        out.append(_cpu_row(w, runs))
+
+    most = max(w for w, _ in plan.watcher_counts)
+    many = results["watcher_runs"][str(most)]
+    kb = min(r["rss_per_watcher_kb"] for r in many[DAEMON])
+    ckb, api = min((min(r["rss_per_watcher_kb"] for r in many[role]), role)
+                   for role in CEILINGS)
+    out.append(Row(f"memory per open watcher (RSS delta / {most})", kb, ckb, "KB", "<= 64 KB",
+                   kb <= 64, f"{kb:.1f} KB, {kb - 64:.1f} KB over",
+                   ceiling_api=api.removeprefix("ceiling-")))
+
+    st = results["stalled"]
+    ds = st[DAEMON]
+    cs, api = _best(st, lambda r: r["kb_per_watcher"], higher=False)
+    # Held in memory, a backlog would cost at least its payloads: 45,000 more
+    # events of ~250 bytes are 11 MB per watcher. The margin is for the noise
+    # of RSS readings (about 1 MB over 100 watchers).
+    grows = ds["growth_kb_per_watcher"] > 16
     out.append(Row(
-        "events/s to one watcher", d1["events_per_s"], c1, "events/s", ">= 0.8 x ceiling",
-        ratio >= 0.8 and d1["complete"] == 1,
-        f"{ratio:.2f} x the ceiling ({0.8 - ratio:.2f} short); server CPU per event "
-        f"{d1['cpu_us_per_event']:.0f} µs vs {one['ceiling-' + api]['cpu_us_per_event']:.0f} µs",
+        f"a stalled watcher with {ds['pending']:,} pending events (RSS per watcher, "
+        f"{ds['watchers']} stalled)", ds["kb_per_watcher"], cs, "KB",
+        f"no growth from {ds['pending_first']:,} to {ds['pending']:,} pending",
+        not grows and ds["still_open"] == ds["watchers"],
+        f"{ds['kb_per_watcher_first']:.1f} KB per stalled watcher with "
+        f"{ds['pending_first']:,} pending events, {ds['kb_per_watcher']:.1f} KB with "
+        f"{ds['pending']:,}; {ds['still_open']} of {ds['watchers']} still open at the end",
         ceiling_api=api))
 
-    many = results["many_watchers"]
-    dm, n = many[DAEMON], plan.many_watchers
-    cm, api = _best(many, lambda r: r["events_per_s"])
-    ratio = dm["events_per_s"] / cm
-    complete = dm["complete"] == n
-    note = (f"{ratio:.2f} x the ceiling ({0.8 - ratio:.2f} short); server CPU per delivered "
-            f"event {dm['cpu_us_per_event']:.0f} µs vs "
-            f"{many['ceiling-' + api]['cpu_us_per_event']:.0f} µs" if ratio < 0.8 else "")
-    if not complete:
-        note = f"only {dm['complete']} of {n} watchers completed with every event. " + note
-    out.append(Row(
-        f"{n} concurrent watchers of one job ({dm['complete']}/{n} complete, "
-        f"{plan.many_events} events each), aggregate", dm["events_per_s"], cm, "events/s",
-        "all complete, >= 0.8 x ceiling", complete and ratio >= 0.8, note, ceiling_api=api))
-
-    kb = dm["rss_per_watcher_kb"]
-    ckb, api = _best(many, lambda r: r["rss_per_watcher_kb"], higher=False)
-    out.append(Row(f"memory per open watcher (RSS delta / {n})", kb, ckb, "KB", "<= 200 KB",
-                   kb <= 200, f"{kb:.0f} KB, {kb - 200:.0f} KB over", ceiling_api=api))
-
-    lat = results["latency"]
-    dl = lat[DAEMON]
-    cl, api = _best(lat, lambda r: r["p99_ms"], higher=False)
-    need = plan.latency_watchers * plan.latency_rate
-    cap_d, at_d = _capacity(results, DAEMON)
-    cap_c, at_c = max(_capacity(results, role) for role in CEILINGS)
-    client_us = dl["client_cpu_s"] / max(dl["samples"], 1) * 1e6
-    out.append(Row(
-        f"append-to-client latency p99, {plan.latency_watchers} watchers at "
-        f"{plan.latency_rate} events/s", dl["p99_ms"], cl, "ms", "<= 20 ms",
-        dl["p99_ms"] <= 20 and dl["complete"] == plan.latency_watchers,
-        f"{dl['p99_ms']:,.0f} ms, {dl['p99_ms'] / 20:,.0f} x the target (ceiling "
-        f"{cl:,.0f} ms). {plan.latency_watchers} watchers x {plan.latency_rate} events/s is "
-        f"{need:,} deliveries/s; the most this run delivered was {cap_d:,.0f}/s from the "
-        f"daemon ({_watchers(at_d)}) and {cap_c:,.0f}/s from a ceiling ({_watchers(at_c)}), "
-        f"so both fall behind and the latency is the backlog. The watcher processes alone "
-        f"used {client_us:.0f} µs of CPU per event received: "
-        f"{need * client_us / 1e6:.1f} cores at {need:,} deliveries/s", ceiling_api=api))
+    for i, rate in enumerate(plan.latency_rates):
+        by_role = {role: results["latency_sweep"][role][i] for role in ROLES}
+        d = by_role[DAEMON]
+        c, api = _best(by_role, lambda r: r["p99_ms"], higher=False)
+        holds = c <= 20
+        met = (d["complete"] == plan.latency_watchers and d["p99_ms"] <= 1.25 * c
+               and (d["p99_ms"] <= 20 or not holds))
+        target = "<= 20 ms and <= 1.25 x ceiling" if holds else "<= 1.25 x ceiling"
+        note = (f"p99 {d['p99_ms']:,.1f} ms, {d['p99_ms'] / c:.2f} x the ceiling's "
+                f"{c:,.1f} ms; {d['complete']}/{plan.latency_watchers} complete")
+        if not holds:
+            need = plan.latency_watchers * rate
+            cap = max(r["events_per_s"] for role in CEILINGS
+                      for r in results["watchers_sweep"][role])
+            client_us = d["client_cpu_s"] / max(d["samples"], 1) * 1e6
+            note += (f". No server holds 20 ms here: {plan.latency_watchers} watchers x {rate} "
+                     f"events/s is {need:,} deliveries/s against at most {cap:,.0f}/s from a "
+                     f"ceiling in this run, and the watcher processes alone used {client_us:.0f} "
+                     f"µs of CPU per event received ({need * client_us / 1e6:.1f} cores)")
+        out.append(Row(f"append-to-client latency p99, {plan.latency_watchers} watchers at "
+                       f"{rate} events/s", d["p99_ms"], c, "ms", target, met, note,
+                       ceiling_api=api))
 
     rpc = results["rpc"]
     rd = rpc[DAEMON]
@@ -305,7 +385,7 @@ def rows(plan: Plan, results: dict) -> list[Row]:
 
     s = results["suite"]["seconds"]
     ok = results["suite"]["returncode"] == 0
-    out.append(Row("in-process conformance suite (pytest steps -q), best wall", s, None, "s",
+    out.append(Row("in-process conformance suite (`choo-conformance`), best wall", s, None, "s",
                    "<= 5 s", ok and s <= 5,
                    f"{s:.2f} s, {s - 5:.2f} s over" if ok else
                    f"the suite did not pass: {results['suite']['summary']}"))
@@ -327,6 +407,8 @@ def notes(plan: Plan, results: dict) -> list[str]:
             f"{plan.max_workers} threads (bench/reference_daemon.py).")
     else:
         lines.append("Every row ran `choo-ref daemon --conformance-control` as installed.")
+    lines.append(f"Placement: {results['placement']}. Server CPU per event is the server "
+                 "process's user + system time over the events it delivered.")
     return lines
 
 
@@ -338,26 +420,26 @@ def _source() -> dict:
                                   timeout=10).stdout.rstrip("\n")
         except (OSError, subprocess.SubprocessError):
             return ""
-    changed = git("status", "--porcelain", "--", "choo_reference")
+    changed = git("status", "--porcelain", "--", "reference_server")
     return {"commit": git("rev-parse", "--short", "HEAD"),
             "reference_server_uncommitted": [line[3:] for line in changed.splitlines()]}
 
 
-def write_results(plan: Plan, facts: dict, results: dict, table_rows: list[Row],
+def write_results(out: Path, plan: Plan, facts: dict, results: dict, table_rows: list[Row],
                   elapsed_s: float, command: str) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     data = {"command": command, "machine": facts, "plan": dataclasses.asdict(plan),
             "elapsed_s": elapsed_s, "rows": report.as_dicts(table_rows),
             "notes": notes(plan, results), "results": results}
-    (RESULTS / "results.json").write_text(json.dumps(data, indent=1) + "\n")
+    (out / "results.json").write_text(json.dumps(data, indent=1) + "\n")
     try:
-        plots.watchers(results["watchers_sweep"], RESULTS / "watchers.png")
+        plots.watchers(results["watchers_sweep"], out / "watchers.png")
         plots.events(results["events_sweep"], results["replay_sweep"], DEFAULT_EVENT_WINDOW,
-                     RESULTS / "events.png")
-        plots.latency(results["latency_sweep"], plan.latency_watchers, RESULTS / "latency.png")
-        print(f"results and plots in {RESULTS.relative_to(ROOT)}/")
+                     out / "events.png")
+        plots.latency(results["latency_sweep"], plan.latency_watchers, out / "latency.png")
+        print(f"results and plots in {out}/")
     except ImportError:
-        print(f"results in {RESULTS.relative_to(ROOT)}/results.json; no plots: matplotlib "
+        print(f"results in {out}/results.json; no plots: matplotlib "
               "is missing (pip install -e '.[bench]')")
 
 
@@ -369,18 +451,35 @@ def _terminate(signum, frame) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes: checks the harness")
+    parser.add_argument("--server-cpus", metavar="LIST",
+                        help="run the server on these CPUs (taskset -c syntax: 0 or 0-1)")
+    parser.add_argument("--client-cpus", metavar="LIST",
+                        help="run the watcher processes and this driver on these CPUs "
+                        "(e.g. 1-15)")
+    parser.add_argument("--out", type=Path, default=RESULTS,
+                        help=f"where results.json and the plots go (default {RESULTS})")
     args = parser.parse_args(argv)
+    try:
+        placement = Placement.from_args(args.server_cpus, args.client_cpus)
+    except ValueError as problem:
+        parser.error(str(problem))
     plan = QUICK if args.quick else Plan()
-    command = "make bench" if not args.quick else "python -m bench.run --quick"
-    facts = dict(report.machine(), **_source())
+    command = " ".join(["make bench" if not args.quick else "python -m bench.run --quick"]
+                       + [f"{flag} {value}" for flag, value in (("--server-cpus", args.server_cpus),
+                                                                ("--client-cpus", args.client_cpus))
+                          if value])
+    if placement.client_cpus is not None:
+        os.sched_setaffinity(0, placement.client_cpus)  # this driver is a client too
+    facts = dict(report.machine(), placement=placement.describe(), **_source())
     print(f"machine: {report.machine_line(facts)}", flush=True)
     signal.signal(signal.SIGTERM, _terminate)
     started = time.monotonic()
-    processes = Processes()
+    processes = Processes(placement)
     work = Path(tempfile.mkdtemp(prefix="cb-run-", dir="/tmp"))
     ok = False
     try:
         results = measure(Bench(plan, processes, work))
+        results["placement"] = placement.describe()
         ok = True
     finally:
         processes.stop_all()
@@ -399,7 +498,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(report.closing_note(table_rows))
     print(f"\n{command} took {elapsed:.0f} s")
-    write_results(plan, facts, results, table_rows, elapsed, command)
+    write_results(args.out, plan, facts, results, table_rows, elapsed, command)
     return 0
 
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 import array
 import json
 import math
-import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -30,11 +30,14 @@ from . import workload
 from .processes import ROOT, Processes, wait_all
 from .servers import Server
 
-# Client processes per run: one per core keeps the clients from being the
-# bottleneck of one core while the server has the other.
-CLIENT_PROCS = max(2, os.cpu_count() or 2)
 APPEND_BATCH = 1000
 SUBSCRIBE_S = 90.0
+
+
+def client_procs(processes: Processes) -> int:
+    """Client processes per run: one per client core (at least 2), so that the
+    clients are not the bottleneck of one core while the server has another."""
+    return max(2, processes.placement.client_core_count())
 
 
 @dataclass
@@ -47,17 +50,20 @@ class Watchers:
 
     @classmethod
     def start(cls, processes: Processes, server: Server, job_id: str, watchers: int,
-              expect: int, work_dir: Path, *, latency: bool = False,
-              timeout_s: float = 300.0) -> Watchers:
-        n_procs = min(CLIENT_PROCS, watchers)
+              expect: int, work_dir: Path, *, latency: bool = False, stall: bool = False,
+              from_sequence: int = 1, timeout_s: float = 300.0) -> Watchers:
+        n_procs = min(client_procs(processes), watchers)
         procs, outs = [], []
         for i in range(n_procs):
             share = watchers // n_procs + (1 if i < watchers % n_procs else 0)
             out = str(work_dir / f"client-{i}.json")
             args = ["--socket", server.socket, "--job", job_id, "--watchers", str(share),
-                    "--expect", str(expect), "--timeout", str(timeout_s), "--out", out]
+                    "--expect", str(expect), "--timeout", str(timeout_s), "--out", out,
+                    "--from-sequence", str(from_sequence)]
             if latency:
                 args.append("--latency")
+            if stall:
+                args.append("--stall")
             procs.append(processes.python("bench.clients", *args))
             outs.append(out)
         return cls(procs, outs)
@@ -119,6 +125,7 @@ def stream(processes: Processes, server: Server, watchers: int, events: int,
     rss_open = server.rss_kb()
     threads_open = server.threads()
     user0, sys0 = server.cpu_times()
+    main0 = server.main_thread_cpu_s()
     t0 = time.time_ns()
     for start in range(0, events, APPEND_BATCH):
         server.append(job_id, workload.specs(min(APPEND_BATCH, events - start)))
@@ -126,6 +133,7 @@ def stream(processes: Processes, server: Server, watchers: int, events: int,
     server.finish(job_id)
     watches = clients.finish(processes, timeout_s=600)
     user1, sys1 = server.cpu_times()
+    main_cpu = server.main_thread_cpu_s() - main0
     cpu = (user1 - user0) + (sys1 - sys0)
     delivered = sum(w["count"] for w in watches)
     end = max((w["last_ns"] for w in watches), default=t0)
@@ -145,6 +153,7 @@ def stream(processes: Processes, server: Server, watchers: int, events: int,
         "server_cpu_s": cpu,
         "server_kernel_share": (sys1 - sys0) / cpu if cpu else float("nan"),
         "cpu_us_per_event": cpu / delivered * 1e6 if delivered else float("nan"),
+        "main_thread_cpu_us_per_event": main_cpu / delivered * 1e6 if delivered else float("nan"),
         "client_cpu_us_per_event": clients.cpu_s / delivered * 1e6 if delivered else float("nan"),
         "rss_before_kb": rss_before,
         "rss_open_kb": rss_open,
@@ -232,6 +241,77 @@ def latency(processes: Processes, server: Server, watchers: int, rate: int,
     }
 
 
+# -- stalled watchers ------------------------------------------------------------------
+
+
+def _append_all(server: Server, job_id: str, events: int) -> int:
+    """Appends `events` in batches; returns the last sequence."""
+    last = 0
+    for start in range(0, events, APPEND_BATCH):
+        last = server.append(job_id, workload.specs(min(APPEND_BATCH, events - start)))[-1]
+    return last
+
+
+def stalled(processes: Processes, server: Server, watchers: int, pending: int,
+            work_dir: Path) -> dict:
+    """What a stalled watcher costs the server, and whether that grows with its
+    backlog. `watchers` clients watch a running job from its newest event on,
+    and their processes are stopped (SIGSTOP); then pending / 10 events are
+    recorded, and then the rest of `pending`.
+
+    Recording alone costs memory too (a server may keep a job's events, or a
+    window of them, in memory), so it is measured first, on the same job with
+    nobody watching, after as many events again to bring the server's caches
+    to their steady size; each reading with watchers is net of it."""
+    job_id = server.create_job()
+    _append_all(server, job_id, pending)  # caches and in-memory windows to their steady size
+    rss_0 = server.rss_kb()
+    last = _append_all(server, job_id, pending)
+    rss_1 = server.rss_kb()
+    recording_kb_per_event = (rss_1 - rss_0) / pending
+    clients = Watchers.start(processes, server, job_id, watchers, 0, work_dir, stall=True,
+                             from_sequence=last + 1)
+    subscribed = server.wait_open_watches(job_id, watchers, SUBSCRIBE_S, clients.procs)
+    # Stopped, the client processes read nothing from their connections: the
+    # server's writes to them stall once the socket and HTTP/2 windows are full.
+    for proc in clients.procs:
+        proc.send_signal(signal.SIGSTOP)
+    rss_open = server.rss_kb()
+    cpu0 = server.cpu_s()
+    t = time.monotonic()
+    first = pending // 10
+    _append_all(server, job_id, first)
+    rss_first = server.rss_kb()
+    _append_all(server, job_id, pending - first)
+    append_s = time.monotonic() - t
+    rss_all = server.rss_kb()
+    open_now = server.open_watches(job_id)
+    for proc in clients.procs:
+        proc.send_signal(signal.SIGCONT)
+        processes.stop(proc)
+    server.finish(job_id)
+
+    def per_watcher(rss: int, events: int) -> float:
+        """RSS per stalled watcher, net of recording `events` events."""
+        return (rss - rss_1 - recording_kb_per_event * events) / watchers
+
+    at_first, at_all = per_watcher(rss_first, first), per_watcher(rss_all, pending)
+    return {
+        "watchers": watchers,
+        "pending": pending,
+        "pending_first": first,
+        "subscribed": subscribed,
+        "still_open": open_now,
+        "recording_kb": rss_1 - rss_0,
+        "open_kb_per_watcher": (rss_open - rss_1) / watchers,
+        "kb_per_watcher_first": at_first,
+        "kb_per_watcher": at_all,
+        "growth_kb_per_watcher": at_all - at_first,
+        "append_events_per_s": pending / append_s if append_s else float("nan"),
+        "server_cpu_s": server.cpu_s() - cpu0,
+    }
+
+
 # -- unary calls with many open watchers ------------------------------------------------
 
 
@@ -309,7 +389,7 @@ def pool_check(processes: Processes, server: Server, watchers: int, work_dir: Pa
     threads = server.threads()
     # SIGTERM takes the daemon's shutdown path, which ends the open watches and
     # frees the pool; a Shutdown call would only queue behind them.
-    processes.stop(server.proc)
+    server.terminate()
     clients.finish(processes, timeout_s=30)
     return {"watchers": watchers, "subscribed": subscribed, "health": health,
             "health_ms": health_ms, "threads": threads}
@@ -319,13 +399,15 @@ def pool_check(processes: Processes, server: Server, watchers: int, work_dir: Pa
 
 
 def suite(processes: Processes, work_dir: Path, runs: int = 3) -> dict:
-    """Wall time of `python -m pytest steps -q`, the best of `runs`: other
-    load on the machine only ever adds to it."""
+    """Wall time of `choo-conformance` in process (the reference, every
+    scenario that runs in process), the best of `runs`: other load on the
+    machine only ever adds to it."""
     walls, last = [], {}
     for i in range(runs):
         log = work_dir / f"suite-{i}.log"
         t = time.perf_counter()
-        proc = processes.spawn([sys.executable, "-m", "pytest", "steps/choo_conformance/scenarios", "-q"], log=log)
+        proc = processes.spawn([sys.executable, "-m", "choo_conformance.cli", "--report",
+                                str(work_dir / f"suite-{i}")], log=log)
         finished = wait_all([proc], 300)
         walls.append(time.perf_counter() - t)
         processes.stop(proc)

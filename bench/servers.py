@@ -1,10 +1,19 @@
 """The two servers a figure runs against, each in its own process on a Unix
 socket under /tmp: the reference daemon (recording through its JobStore and
-SQLite log) and the plain-grpcio ceiling. Both are driven the same way."""
+SQLite log) and the plain-grpcio ceiling. Both are driven the same way.
+
+Both are started and stopped by choo_conformance.process.DaemonProcess, the
+project's one class for a daemon process: it starts the command, waits until
+Health answers, and stops it with Shutdown, then SIGTERM, then SIGKILL to its
+process group. The ceiling serves Health too; it has no Shutdown (the call is
+UNIMPLEMENTED), so it is stopped by the SIGTERM it handles.
+"""
 
 from __future__ import annotations
 
 import shutil
+import signal
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -12,10 +21,11 @@ from pathlib import Path
 import grpc
 
 from choo.conformance.v1 import control_pb2, control_pb2_grpc
-from choo.v1 import daemon_pb2, daemon_pb2_grpc
+from choo.v1 import daemon_pb2_grpc
+from choo_conformance.process import DaemonProcess
 
 from . import processes
-from .processes import Processes
+from .processes import ROOT, Processes
 
 STARTUP_S = 20.0
 # `choo-ref daemon` exactly as installed; the same daemon through
@@ -26,53 +36,48 @@ CEILING_SYNC, CEILING_AIO = "ceiling-sync", "ceiling-aio"
 CEILINGS = (CEILING_SYNC, CEILING_AIO)
 
 
+def command(kind: str, max_workers: int) -> list[str]:
+    """The server's command line, with DaemonProcess's {socket} and {db}."""
+    python = sys.executable
+    if kind in CEILINGS:
+        extra = ["--aio"] if kind == CEILING_AIO else []
+        return [python, "-m", "bench.ceiling_server", "--socket", "{socket}",
+                "--max-workers", str(max_workers), *extra]
+    if kind == POOLED:
+        return [python, "-m", "bench.reference_daemon", "--socket", "{socket}", "--db", "{db}",
+                "--max-workers", str(max_workers)]
+    return [python, "-m", "choo_reference.cli", "daemon", "--socket", "{socket}", "--db", "{db}",
+            "--conformance-control"]
+
+
 class Server:
-    """One server process of `kind` (see above); max_workers sizes the thread
-    pool of POOLED and CEILING_SYNC."""
+    """One server process of `kind` (see above), on the placement's server
+    cores; max_workers sizes the thread pool of POOLED and CEILING_SYNC."""
 
     def __init__(self, procs: Processes, kind: str, max_workers: int, log_dir: Path) -> None:
         self.kind = kind
-        self._procs = procs
+        self._log = log_dir / f"{kind.replace(' ', '-')}.log"
         # Short: Unix socket paths are limited to about 107 bytes.
         self._dir = tempfile.mkdtemp(prefix="cb-", dir="/tmp")
-        self.socket = f"{self._dir}/s"
-        db = f"{self._dir}/d.db"
-        log = log_dir / f"{kind.replace(' ', '-')}.log"
-        if kind in CEILINGS:
-            extra = ["--aio"] if kind == CEILING_AIO else []
-            self.proc = procs.python("bench.ceiling_server", "--socket", self.socket,
-                                     "--max-workers", str(max_workers), *extra, log=log)
-        elif kind == POOLED:
-            self.proc = procs.python("bench.reference_daemon", "--socket", self.socket,
-                                     "--db", db, "--max-workers", str(max_workers), log=log)
-        else:
-            self.proc = procs.python("choo_reference.cli", "daemon", "--socket", self.socket,
-                                     "--db", db, "--conformance-control", log=log)
+        self.process = DaemonProcess(command(kind, max_workers), folder=self._dir, cwd=str(ROOT))
+        self.socket = self.process.socket
+        with procs.placement.server():
+            procs.adopt(self.process.launch())
+        self._procs = procs
         self.channel = grpc.insecure_channel(f"unix://{self.socket}")
         self.control = control_pb2_grpc.ConformanceControlStub(self.channel)
         self.daemon = daemon_pb2_grpc.DaemonServiceStub(self.channel)
-        try:
-            self._wait_ready()
-        except BaseException:
+        # Waited for here, not inside the placement: the gRPC threads this
+        # process starts with its first channel stay on the client cores.
+        if not self.process.wait_healthy(STARTUP_S):
+            tail = self.process.log_tail()
             self.stop()
-            raise
+            raise RuntimeError(f"{kind} did not answer Health on {self.socket} within "
+                               f"{STARTUP_S:g} s; its output:\n{tail}")
 
     @property
     def pid(self) -> int:
-        return self.proc.pid
-
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + STARTUP_S
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.kind} exited with {self.proc.returncode} at startup")
-            try:
-                grpc.channel_ready_future(self.channel).result(timeout=0.2)
-                return
-            except grpc.FutureTimeoutError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{self.kind} did not listen on {self.socket} "
-                                       f"within {STARTUP_S} s") from None
+        return self.process.pid
 
     # -- driving a job ---------------------------------------------------------------
 
@@ -80,9 +85,10 @@ class Server:
         return self.control.CreateJob(control_pb2.CreateJobRequest(status="running"),
                                       timeout=10).job_id
 
-    def append(self, job_id: str, specs, timeout: float = 30) -> None:
-        self.control.AppendEvents(control_pb2.AppendEventsRequest(job_id=job_id, events=specs),
-                                  timeout=timeout)
+    def append(self, job_id: str, specs, timeout: float = 30) -> list[int]:
+        return list(self.control.AppendEvents(
+            control_pb2.AppendEventsRequest(job_id=job_id, events=specs),
+            timeout=timeout).sequences)
 
     def finish(self, job_id: str, timeout: float = 30) -> None:
         self.control.FinishJob(control_pb2.FinishJobRequest(job_id=job_id, status="completed"),
@@ -122,8 +128,16 @@ class Server:
     def cpu_times(self) -> tuple[float, float]:
         return processes.cpu_times(self.pid)
 
+    def main_thread_cpu_s(self) -> float:
+        return processes.main_thread_cpu_s(self.pid)
+
     def threads(self) -> int:
         return processes.threads(self.pid)
+
+    def terminate(self, timeout_s: float = 10) -> None:
+        """SIGTERM, as a service manager stops a daemon, and wait for the exit."""
+        self.process.signal(signal.SIGTERM)
+        self.process.wait_exit(timeout_s)
 
     def __enter__(self) -> Server:
         return self
@@ -132,11 +146,11 @@ class Server:
         self.stop()
 
     def stop(self) -> None:
-        if self.kind not in CEILINGS and self.proc.poll() is None:
-            try:
-                self.daemon.Shutdown(daemon_pb2.ShutdownRequest(wait_for_jobs=False), timeout=5)
-            except grpc.RpcError:
-                pass  # a wedged daemon: SIGTERM below ends its watches
         self.channel.close()
-        self._procs.stop(self.proc, grace_s=10)
+        self.process.stop()
+        try:
+            with open(self.process.log_path, "rb") as src, open(self._log, "ab") as out:
+                shutil.copyfileobj(src, out)
+        except OSError:
+            pass
         shutil.rmtree(self._dir, ignore_errors=True)

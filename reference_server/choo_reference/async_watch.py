@@ -4,52 +4,79 @@ A watch waiting for events holds no thread, only a suspended coroutine, so a
 thousand open watches cost neither a thousand threads nor the daemon's worker
 pool (which the other RPCs need). A slow client suspends its own coroutine at
 `context.write` (HTTP/2 flow control) and nothing else.
+
+Every delivery passes through this loop, so it does little beyond what grpc
+itself does per message (docs/PERFORMANCE.md): each event is serialized once
+for all its watchers (convert.event_to_wire; WatchJob is registered to send
+those bytes as they are, see servicer.add_daemon_service), one future per
+wait, and at most one call into the event loop per burst of wakes from the
+recording thread.
 """
 
 from __future__ import annotations
 
 import asyncio
-import threading
+import collections
+import functools
 
 import grpc
 
-from .convert import event_to_proto
-from .jobs import JobManager
+from .convert import event_to_wire
+from .jobs import JobManager, Wake
 from .shutdown import ShutdownSignal
 from .watch import READ_BATCH, SHUTTING_DOWN, Refused, admit, client_gone
 
 
+class _Waiting:
+    """The future a watch waits on while its feed has nothing new; None
+    while the watch is busy (a wake then has nothing to do: the watch reads
+    its feed again before it waits)."""
+
+    __slots__ = ("future",)
+
+    def __init__(self) -> None:
+        self.future: asyncio.Future[None] | None = None
+
+
 class LoopWaker:
-    """Sets asyncio events from any thread with at most one call into the loop
-    per burst: the job's recording thread wakes its watchers at the cost of
-    a set insertion each, not a loop call each."""
+    """Wakes watches on the event loop from any thread, with at most one
+    call into the loop per burst of wakes: the recording thread pays a deque
+    append per watcher, not a loop call (and a write to the loop's self-pipe)
+    each."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._lock = threading.Lock()
-        self._pending: set[asyncio.Event] = set()
+        self._pending: collections.deque[_Waiting] = collections.deque()
+        # True while a _drain is scheduled that has not yet cleared it: a
+        # wake queued meanwhile is taken by that drain (see _drain).
         self._scheduled = False
 
-    def waker(self, event: asyncio.Event):
-        return lambda: self._wake(event)
+    def watch(self) -> tuple[_Waiting, Wake]:
+        """A watch's waiting state, and the wake to give its feed."""
+        waiting = _Waiting()
+        return waiting, functools.partial(self._wake, waiting)
 
-    def _wake(self, event: asyncio.Event) -> None:
-        with self._lock:
-            self._pending.add(event)
-            if self._scheduled:
-                return
-            self._scheduled = True
+    def _wake(self, waiting: _Waiting) -> None:
+        # deque.append is atomic; no lock is needed (see _drain).
+        self._pending.append(waiting)
+        if self._scheduled:
+            return
+        self._scheduled = True
         try:
             self._loop.call_soon_threadsafe(self._drain)
         except RuntimeError:
             pass  # the loop is closed: the daemon is exiting
 
     def _drain(self) -> None:
-        with self._lock:
-            pending, self._pending = self._pending, set()
-            self._scheduled = False
-        for event in pending:
-            event.set()
+        # Cleared before the queue is emptied: a wake that saw the flag set
+        # had queued itself before this point and is taken below; a later
+        # one sees it clear and schedules another drain.
+        self._scheduled = False
+        pending = self._pending
+        while pending:
+            future = pending.popleft().future
+            if future is not None and not future.done():
+                future.set_result(None)
 
 
 async def watch_job_async(jobs: JobManager, shutdown: ShutdownSignal, waker: LoopWaker,
@@ -60,10 +87,11 @@ async def watch_job_async(jobs: JobManager, shutdown: ShutdownSignal, waker: Loo
     except Refused as refused:
         await context.abort(refused.code, refused.details)
     job_id = request.job_id
-    wake = asyncio.Event()
-    set_wake = waker.waker(wake)
-    feed, unsubscribe = jobs.subscribe(job_id, request.from_sequence, set_wake)
-    stop_listening = shutdown.add_listener(set_wake)
+    waiting, wake = waker.watch()
+    feed, unsubscribe = jobs.subscribe(job_id, request.from_sequence, wake)
+    stop_listening = shutdown.add_listener(wake)
+    create_future = asyncio.get_running_loop().create_future
+    read, write = feed.read, context.write
     sent, last = 0, None
     try:
         while True:
@@ -71,17 +99,20 @@ async def watch_job_async(jobs: JobManager, shutdown: ShutdownSignal, waker: Loo
                 await context.abort(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
             if context.done():
                 await context.abort(grpc.StatusCode.CANCELLED, client_gone(job_id, sent, last))
-            wake.clear()
-            events = feed.read(READ_BATCH)
+            events = read(READ_BATCH)
             if events is None:
                 return  # the job ended and every event was delivered (W3, W14)
             if not events:
-                await wake.wait()
+                # Nothing ran since the read: any event recorded after it
+                # wakes this future (the feed joined the job's waiters).
+                waiting.future = create_future()
+                await waiting.future
+                waiting.future = None
                 continue
             for event in events:
-                await context.write(event_to_proto(event))
-                sent += 1
-                last = event.sequence
+                await write(event_to_wire(event))
+            sent += len(events)
+            last = events[-1].sequence
     finally:
         # Also on cancellation: a client that goes away cancels this
         # coroutine at its await, and the subscription is released here (W5, W7).

@@ -29,7 +29,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from choo.v1 import daemon_pb2, daemon_pb2_grpc
+from choo.v1 import daemon_pb2
 
 from . import __version__
 from .call_guard import CallGuard
@@ -46,7 +46,7 @@ from .job_store import DEFAULT_SUBSCRIPTION_HISTORY, JobStore
 from .jobs import StorageError
 from .orchestrator import Orchestrator
 from .processes import ProcessTracker, become_subreaper
-from .servicer import AsyncWatchServicer
+from .servicer import AsyncWatchServicer, add_daemon_service
 from .shutdown import ShutdownSignal
 
 log = logging.getLogger("choo-ref")
@@ -289,7 +289,7 @@ class _Daemon:
 
     def _add_services(self, server: grpc.aio.Server) -> None:
         self.servicer = AsyncWatchServicer(self.orchestrator, self.shutdown, __version__)
-        daemon_pb2_grpc.add_DaemonServiceServicer_to_server(self.servicer, server)
+        add_daemon_service(self.servicer, server)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         services = [DAEMON_SERVICE, HEALTH_SERVICE]

@@ -77,6 +77,26 @@ def _event_size(event: Event) -> int:
     return len(event.payload_json) + len(event.event_type) + len(event.unit_id) + _EVENT_OVERHEAD
 
 
+def _specs_size(specs: Sequence[tuple[str, str, str]]) -> int:
+    """What the events of these specs (event_type, unit_id, payload_json)
+    cost in memory, as _event_size counts it; raises TypeError for a spec
+    that is not 3 strings. One pass, as it runs for every event recorded."""
+    size = 0
+    try:
+        for a, b, c in specs:
+            if not (isinstance(a, str) and isinstance(b, str) and isinstance(c, str)):
+                break
+            size += len(a) + len(b) + len(c)
+        else:
+            return size + _EVENT_OVERHEAD * len(specs)
+    except (TypeError, ValueError):
+        pass  # not three of something: say which below
+    for spec in specs:
+        if len(spec) != 3 or not all(isinstance(part, str) for part in spec):
+            raise TypeError(f"event spec must be 3 strings, got {spec!r}")
+    raise TypeError("event specs must be 3 strings each")
+
+
 def _settled(unit: UnitState, job_status: str) -> UnitState:
     """A unit's state once its job has ended with job_status."""
     if unit.status == RUNNING:
@@ -467,9 +487,7 @@ class JobStore:
         """Append events (event_type, unit_id, payload_json) in one transaction.
         They are committed, and so durable, when this returns."""
         specs = list(specs)
-        for spec in specs:
-            if len(spec) != 3 or not all(isinstance(part, str) for part in spec):
-                raise TypeError(f"event spec must be 3 strings, got {spec!r}")
+        size = _specs_size(specs)
         st = self._state(job_id)
         with self._write_lock:
             self._check_open()
@@ -489,7 +507,7 @@ class JobStore:
             self._log.append(job_id, events)
             with st.lock:
                 st.window.extend(events)
-                st.window_bytes += sum(map(_event_size, events))
+                st.window_bytes += size
                 st.last_seq = events[-1].sequence
                 if (len(st.window) >= 2 * self._event_window
                         or st.window_bytes >= 2 * self._window_bytes):

@@ -50,6 +50,8 @@ def size_text(n: int) -> str:
 
 def too_long(field: str, value: str, limit: int) -> str | None:
     """The message refusing a text field over `limit` bytes of UTF-8, or None."""
+    if len(value) <= limit // 4:
+        return None  # no character takes more than 4 bytes: no need to encode
     size = len(value.encode("utf-8", "surrogatepass"))
     if size <= limit:
         return None

@@ -235,7 +235,8 @@ def _summary(job: Job) -> daemon_pb2.JobSummary:
 
 class AsyncWatchServicer(DaemonServicer):
     """The servicer for a grpc.aio server: WatchJob is a coroutine; the other
-    RPCs stay plain functions, which the server runs on its thread pool."""
+    RPCs stay plain functions, which the server runs on its thread pool.
+    WatchJob writes serialized JobEvents: register it with add_daemon_service."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -245,3 +246,26 @@ class AsyncWatchServicer(DaemonServicer):
         if self._waker is None:
             self._waker = LoopWaker(asyncio.get_running_loop())
         await watch_job_async(self.jobs, self.shutdown, self._waker, request, context)
+
+
+def add_daemon_service(servicer: AsyncWatchServicer, server: grpc.aio.Server) -> None:
+    """DaemonService as the generated code registers it, except that WatchJob
+    sends the bytes the servicer writes as they are: each event is serialized
+    once for all its watchers (convert.event_to_wire), not once per delivery."""
+    handlers: dict[str, grpc.RpcMethodHandler] = {}
+
+    class _Collect:  # takes the generated code's handlers, registers nothing
+        def add_generic_rpc_handlers(self, generic_handlers) -> None:
+            pass
+
+        def add_registered_method_handlers(self, service, method_handlers) -> None:
+            handlers.update(method_handlers)
+
+    daemon_pb2_grpc.add_DaemonServiceServicer_to_server(servicer, _Collect())
+    watch = handlers["WatchJob"]
+    handlers["WatchJob"] = grpc.unary_stream_rpc_method_handler(
+        watch.unary_stream, request_deserializer=watch.request_deserializer,
+        response_serializer=None)
+    service = daemon_pb2.DESCRIPTOR.services_by_name["DaemonService"].full_name
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
+    server.add_registered_method_handlers(service, handlers)

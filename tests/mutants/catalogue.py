@@ -49,8 +49,8 @@ def _both_watch_loops(old_sync: str, new_sync: str, old_async: str, new_async: s
 
 # Messages built for each delivery, not once per event: an edit of how a
 # message is built then shows in every delivery.
-_UNCACHED = Edit(f"{R}.convert:event_to_proto", "        return _cached(event)\n",
-                 "        return _build(event)\n")
+_UNCACHED = Edit(f"{R}.convert:event_to_wire", "    entry = _wire.get(key)\n",
+                 "    entry = None\n")
 
 CATALOGUE = (
     # -- the seed's rows ---------------------------------------------------------------
@@ -62,8 +62,8 @@ CATALOGUE = (
     Mutant("ignores-from-sequence", "the watch subscribes from 0 whatever it was asked", ("W4", "W10"),
            (Edit(f"{R}.watch:_stream", "jobs.subscribe(job_id, from_sequence, watch.wake.set)",
                  "jobs.subscribe(job_id, 0, watch.wake.set)"),
-            Edit(f"{R}.async_watch:watch_job_async", "jobs.subscribe(job_id, request.from_sequence, set_wake)",
-                 "jobs.subscribe(job_id, 0, set_wake)"))),
+            Edit(f"{R}.async_watch:watch_job_async", "jobs.subscribe(job_id, request.from_sequence, wake)",
+                 "jobs.subscribe(job_id, 0, wake)"))),
     Mutant("subscription-kept-on-cancel", "a watch whose client went away keeps its subscription",
            ("W5", "W7"),
            (Edit(f"{R}.watch:_Watch.end_rpc", "        self.release()\n", ""),
@@ -84,9 +84,11 @@ CATALOGUE = (
            _both_watch_loops(
                "yield event_to_proto(event)",
                "yield event_to_proto(__import__('dataclasses').replace(event, sequence=sent + 1))",
-               "await context.write(event_to_proto(event))",
-               "await context.write(event_to_proto(__import__('dataclasses').replace("
-               "event, sequence=sent + 1)))")),
+               "            for event in events:\n"
+               "                await write(event_to_wire(event))\n",
+               "            for i, event in enumerate(events):\n"
+               "                await write(event_to_wire(__import__('dataclasses').replace("
+               "event, sequence=sent + i + 1)))\n")),
     Mutant("renumbered-from-from-sequence", "replayed events are numbered from_sequence + i "
            "(so a watch from 0 starts at 0)",
            ("W9", "W10"),
@@ -94,9 +96,11 @@ CATALOGUE = (
                "yield event_to_proto(event)",
                "yield event_to_proto(__import__('dataclasses').replace("
                "event, sequence=from_sequence + sent))",
-               "await context.write(event_to_proto(event))",
-               "await context.write(event_to_proto(__import__('dataclasses').replace("
-               "event, sequence=request.from_sequence + sent)))")),
+               "            for event in events:\n"
+               "                await write(event_to_wire(event))\n",
+               "            for i, event in enumerate(events):\n"
+               "                await write(event_to_wire(__import__('dataclasses').replace("
+               "event, sequence=request.from_sequence + sent + i)))\n")),
     Mutant("from-exclusive", "from_sequence is exclusive: a watch starts after it", ("W10",),
            (Edit(f"{R}.job_store:_Feed.__init__", "self._cursor = max(from_sequence, 1)",
                  "self._cursor = from_sequence + 1"),)),
@@ -106,11 +110,12 @@ CATALOGUE = (
                  "            batch = [__import__('dataclasses').replace(e, payload_json='{}')\n"
                  "                     for e in self._store._log.read(st.job_id, cursor, stop)]\n"),)),
     Mutant("no-timestamp", "events are sent without their timestamp", ("W3", "W12"),
-           (Edit(f"{R}.convert:_build", "        timestamp=timestamp(event.timestamp_ns),\n", ""),
+           (Edit(f"{R}.convert:_build",
+                 "    stamp.seconds, stamp.nanos = divmod(event.timestamp_ns, 1_000_000_000)\n", ""),
             _UNCACHED)),
     Mutant("stamped-at-send", "events are stamped when sent, not when recorded", ("W3", "W9", "W12"),
-           (Edit(f"{R}.convert:_build", "timestamp=timestamp(event.timestamp_ns)",
-                 "timestamp=timestamp(__import__('time').time_ns())"),
+           (Edit(f"{R}.convert:_build", "divmod(event.timestamp_ns,",
+                 "divmod(__import__('time').time_ns(),"),
             _UNCACHED)),
     # -- the event log and its watchers ----------------------------------------------------
     Mutant("window-skip-ahead", "a watcher behind the in-memory window skips ahead to it",
@@ -125,8 +130,8 @@ CATALOGUE = (
                "                last = event.sequence\n"
                "            if is_terminal(jobs.get_job(job_id).status):\n"
                "                return\n",
-               "                last = event.sequence\n",
-               "                last = event.sequence\n"
+               "            last = events[-1].sequence\n",
+               "            last = events[-1].sequence\n"
                "            if __import__('choo_reference.jobs').jobs.is_terminal("
                "jobs.get_job(job_id).status):\n"
                "                return\n")),
@@ -148,10 +153,10 @@ CATALOGUE = (
            "not read yet", ("W15",),
            (Edit(f"{R}.job_store:JobStore.record_many", "                st.window.extend(events)\n",
                  "                st.window.extend(events)\n"
-                 "                to_message = __import__('choo_reference.convert').convert.event_to_proto\n"
+                 "                to_message = __import__('choo_reference.convert').convert._build\n"
                  "                for f in st.open_feeds:\n"
                  "                    q = self.__dict__.setdefault('_queues', {}).setdefault(id(f), [])\n"
-                 "                    q.extend(to_message.__wrapped__(e) for e in events)\n"),
+                 "                    q.extend(to_message(e) for e in events)\n"),
             Edit(f"{R}.job_store:_Feed.read", "                self._cursor = cursor + len(batch)\n"
                  "                return batch\n",
                  "                self._cursor = cursor + len(batch)\n"
