@@ -87,6 +87,15 @@ def test_known_failing_patterns(tmp_path):
     assert verdict.rules == {"W8": "XFAIL", "W3": "PASS"}
 
 
+def test_a_daemon_slow_to_begin_shutting_down_passes_r8(tmp_path):
+    # Until Shutdown answers, the client cannot know it has arrived: a
+    # Health call sent after it may be answered first, and healthy.
+    verdict = conformance(tmp_path, "--rules", "R8", "--implementation",
+                          "tests.runner_doubles:late_shutdown")
+    assert verdict.code == 0, verdict.output()
+    assert verdict.rules == {"R8": "PASS"}
+
+
 def test_a_known_flaky_scenario_is_retried_and_never_fails_the_run(tmp_path):
     flaky = tmp_path / "known-flaky.txt"
     flaky.write_text("W1/watch_job/*\n")
