@@ -48,6 +48,7 @@ check: $(STAMP)
 wheels: $(STAMP)
 	rm -rf dist
 	$(PY) -m pip wheel --quiet --no-deps --no-build-isolation -w dist ./proto ./reference_server .
+	rm -rf build proto/build reference_server/build
 
 ## Only create the virtual environment (for running choo-ref by hand).
 venv: $(STAMP)

@@ -13,7 +13,7 @@ import grpc
 
 from choo.conformance.v1 import control_pb2_grpc
 from choo.v1 import daemon_pb2, daemon_pb2_grpc
-from choo_conformance.remote import DaemonProcess
+from choo_conformance.process import DaemonProcess
 
 HERE = Path(__file__).resolve().parent
 DEADLINE_S = 20.0

@@ -20,7 +20,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 import grpc
@@ -30,6 +29,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from pipe_lines import PipeLines
 
 from choo.v1 import daemon_pb2, daemon_pb2_grpc
+from choo_conformance import wait as waiting
+from choo_conformance.process import DaemonProcess
 from choo_reference import __version__
 from choo_reference.client import open_channel
 from choo_reference.job_store import JobStore
@@ -40,16 +41,10 @@ ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "choo_reference.cli"]
 STARTUP_S = 20.0
 DEADLINE_S = 20.0
-_RECHECK_S = 0.01
-_never = threading.Event()
-
-
 def wait_until(condition, timeout: float = DEADLINE_S, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        _never.wait(_RECHECK_S)
+    """The project's one wait, failing the test when the deadline passes."""
+    if not waiting.wait_until(condition, timeout):
+        raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 # -- fixture tasks folders ---------------------------------------------------------
@@ -139,15 +134,18 @@ def group_alive(pidfile: Path) -> bool:
 
 
 class Daemon:
+    """`choo-ref daemon` for these tests: started and stopped by the
+    project's one daemon-process class, with a channel to it."""
+
     def __init__(self, socket_path: Path, db_path: Path, log_path: Path) -> None:
         self.socket_path = socket_path
         self.db_path = db_path
         self.log_path = log_path
-        self._log = open(log_path, "ab")
-        self.proc = subprocess.Popen(
-            CLI + ["daemon", "--socket", str(socket_path), "--db", str(db_path)],
-            cwd=ROOT, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
-        )
+        self.process = DaemonProcess(CLI + ["daemon", "--socket", "{socket}", "--db", "{db}"],
+                                     socket=str(socket_path), db=str(db_path),
+                                     folder=str(log_path.parent), cwd=str(ROOT))
+        self.process.log_path = str(log_path)
+        self.proc = self.process.launch()
         self.channel = open_channel(str(socket_path))
         self.stub = daemon_pb2_grpc.DaemonServiceStub(self.channel)
 
@@ -155,41 +153,24 @@ class Daemon:
         return self.log_path.read_text(errors="replace")
 
     def wait_ready(self) -> Daemon:
-        deadline = time.monotonic() + STARTUP_S
-        while True:
-            if self.proc.poll() is not None:
-                raise AssertionError(
-                    f"daemon exited with {self.proc.returncode} before serving:\n{self.log()}")
-            try:
-                # Blocks until the channel connects or 0.25 s pass.
-                self.stub.Health(daemon_pb2.HealthRequest(), timeout=0.25, wait_for_ready=True)
-                return self
-            except grpc.RpcError:
-                if time.monotonic() >= deadline:
-                    raise AssertionError(f"daemon not serving after {STARTUP_S} s:\n{self.log()}")
+        if not self.process.wait_healthy(STARTUP_S):
+            raise AssertionError(f"daemon not serving after {STARTUP_S} s (exit code "
+                                 f"{self.proc.poll()}):\n{self.log()}")
+        return self
 
     def wait_exit(self, timeout: float = DEADLINE_S) -> int:
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
+        code = self.process.wait_exit(timeout)
+        if code is None:
             raise AssertionError(f"daemon still running after {timeout} s:\n{self.log()}")
+        return code
 
     def kill(self) -> None:
-        self.proc.kill()
-        self.proc.wait(DEADLINE_S)
+        """SIGKILL to the daemon alone, as a crash: what it started lives on."""
+        self.process.kill(whole_group=False)
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                self.stub.Shutdown(daemon_pb2.ShutdownRequest(wait_for_jobs=False), timeout=15)
-            except grpc.RpcError:
-                pass
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        self.process.stop()
         self.channel.close()
-        self._log.close()
 
 
 def short_dir() -> Path:

@@ -10,7 +10,6 @@ import errno
 import json
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -20,6 +19,7 @@ import pytest
 
 from choo.conformance.v1 import control_pb2, control_pb2_grpc
 from choo.v1 import daemon_pb2, daemon_pb2_grpc
+from choo_conformance.process import DaemonProcess
 from tests.foreign_daemon.ledger import Ledger, LedgerError
 from tests.foreign_daemon.model import Job, Refusal
 from tests.foreign_daemon.plan import PlanError, front_matter, read_plan
@@ -187,22 +187,21 @@ def test_a_job_the_ledger_cannot_record_is_refused_unavailable(tmp_path, monkeyp
 
 
 class Daemon:
+    """The foreign daemon in `folder`, started by the project's one
+    daemon-process class, with a channel to it."""
+
     def __init__(self, folder: Path, *flags: str) -> None:
         self.socket = folder / "d.sock"
-        self.log = folder / "d.log"
-        with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, str(SERVER), "--socket", str(self.socket),
-                 "--db", str(folder / "d.db"), *flags], stdout=log, stderr=subprocess.STDOUT)
-        self.channel = grpc.insecure_channel(f"unix://{self.socket}")
+        self.process = DaemonProcess(
+            [sys.executable, str(SERVER), "--socket", "{socket}", "--db", "{db}", *flags],
+            socket=str(self.socket), db=str(folder / "d.db"), folder=str(folder)).start()
+        self.proc = self.process.proc
+        self.channel = grpc.insecure_channel(self.process.address)
         self.stub = daemon_pb2_grpc.DaemonServiceStub(self.channel)
-        self.stub.Health(daemon_pb2.HealthRequest(), wait_for_ready=True, timeout=DEADLINE_S)
 
     def close(self) -> None:
         self.channel.close()
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(DEADLINE_S)
+        self.process.kill()
 
 
 @pytest.fixture

@@ -16,8 +16,9 @@ GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "_pb2_grpc.pyi")
 
 
 def generated_files(root: Path) -> set[str]:
+    """Generated files under root/choo (a wheel build copies them elsewhere)."""
     return {
-        str(p.relative_to(root)) for p in root.rglob("*")
+        str(p.relative_to(root)) for p in (root / "choo").rglob("*")
         if p.is_file() and p.name.endswith(GENERATED_SUFFIXES)
     }
 

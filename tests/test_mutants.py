@@ -31,3 +31,11 @@ def test_the_suite_kills_a_few_mutants_on_both_paths(tmp_path):
     survivors = {f"{o.mutant} ({o.path})": f"{o.verdict}: {o.detail[-800:]}" for o in outcomes
                  if not o.killed}
     assert not survivors, survivors
+
+
+def test_docs_suite_power_lists_every_mutant():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "SUITE_POWER.md").read_text()
+    missing = [m.name for m in CATALOGUE if f"| `{m.name}` |" not in text]
+    assert not missing, f"docs/SUITE_POWER.md does not list {missing}"

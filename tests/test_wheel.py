@@ -10,6 +10,7 @@ repository; without an implementation to run in process it says so and exits
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -33,6 +34,8 @@ def wheels(tmp_path_factory) -> dict[str, Path]:
     dist = tmp_path_factory.mktemp("dist")
     _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
           "-w", str(dist), str(ROOT / "proto"), str(ROOT / "reference_server"), str(ROOT)], ROOT)
+    for built in (ROOT / "build", ROOT / "proto" / "build", ROOT / "reference_server" / "build"):
+        shutil.rmtree(built, ignore_errors=True)  # setuptools builds in the source tree
     found = {path.name.split("-")[0]: path for path in dist.glob("*.whl")}
     assert set(found) == {"choo_proto", "choo_reference", "choo_conformance"}, found
     return found

@@ -8,9 +8,7 @@ import os
 import sys
 
 from . import __version__
-
-DEFAULT_SOCKET = "~/.choo/daemon.sock"
-DEFAULT_DB = "~/.choo/daemon.db"
+from .paths import DEFAULT_DB, DEFAULT_SOCKET
 
 # Extra seconds the client waits beyond the daemon's own shutdown timeout:
 # a forced stop of the jobs that did not finish can take up to 10 s.

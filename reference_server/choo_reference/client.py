@@ -7,7 +7,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import socket
 import time
 from collections.abc import Callable, Iterator
 from typing import TextIO
@@ -16,7 +15,7 @@ import grpc
 
 from choo.v1 import daemon_pb2
 
-DEFAULT_SOCKET = "~/.choo/daemon.sock"
+from .paths import DEFAULT_SOCKET, daemon_listening, expand, socket_path_problem
 
 # grpc backs off up to 120 s between reconnection attempts by default; a
 # restarted daemon should be found again within a second.
@@ -51,34 +50,13 @@ class DaemonLost(CliError):
     pass
 
 
-def expand(path: str | os.PathLike[str]) -> str:
-    return os.path.abspath(os.path.expanduser(os.fspath(path)))
-
-
 def socket_problem(socket_path: str) -> str | None:
     """Why no daemon could listen on this path (too long for a Unix socket), or None."""
-    from .files import socket_path_problem
-
     return socket_path_problem(expand(socket_path))
 
 
 def open_channel(socket_path: str) -> grpc.Channel:
     return grpc.insecure_channel(f"unix://{expand(socket_path)}", options=CHANNEL_OPTIONS)
-
-
-def daemon_listening(socket_path: str) -> bool:
-    """Whether something accepts connections on the socket right now."""
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    probe.settimeout(2.0)
-    try:
-        probe.connect(expand(socket_path))
-    except TimeoutError:
-        return True  # listening, with a full backlog
-    except OSError:
-        return False
-    finally:
-        probe.close()
-    return True
 
 
 def no_daemon_message(socket_path: str) -> str:

@@ -33,26 +33,17 @@ from choo.v1 import daemon_pb2
 
 from . import __version__
 from .call_guard import CallGuard
-from .files import (
-    Created,
-    FileProblem,
-    LockFile,
-    expand,
-    probe_socket,
-    remove_socket,
-    socket_path_problem,
-)
+from .files import Created, FileProblem, LockFile, remove_socket
 from .job_store import DEFAULT_SUBSCRIPTION_HISTORY, JobStore
 from .jobs import StorageError
 from .orchestrator import Orchestrator
+from .paths import DEFAULT_DB, DEFAULT_SOCKET, expand, probe_socket, socket_path_problem
 from .processes import ProcessTracker, become_subreaper
 from .servicer import AsyncWatchServicer, add_daemon_service
 from .shutdown import ShutdownSignal
 
 log = logging.getLogger("choo-ref")
 
-DEFAULT_SOCKET = "~/.choo/daemon.sock"
-DEFAULT_DB = "~/.choo/daemon.db"
 
 DAEMON_SERVICE = daemon_pb2.DESCRIPTOR.services_by_name["DaemonService"].full_name
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name

@@ -10,11 +10,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import socket
 import stat
-
-# sun_path holds 108 bytes, the last one a NUL.
-MAX_SOCKET_PATH_BYTES = 107
 
 
 class FileProblem(Exception):
@@ -23,18 +19,6 @@ class FileProblem(Exception):
     def __init__(self, message: str, errno_: int | None = None) -> None:
         super().__init__(message)
         self.errno = errno_
-
-
-def expand(path: str | os.PathLike[str]) -> str:
-    return os.path.abspath(os.path.expanduser(os.fspath(path)))
-
-
-def socket_path_problem(path: str) -> str | None:
-    size = len(os.fsencode(path))
-    if size <= MAX_SOCKET_PATH_BYTES:
-        return None
-    return (f"the socket path {path} is {size} bytes long; Unix socket paths can be at most "
-            f"{MAX_SOCKET_PATH_BYTES} bytes (choose a shorter --socket)")
 
 
 class Created:
@@ -125,32 +109,6 @@ class LockFile:
         except OSError:
             pass
         os.close(fd)
-
-
-def probe_socket(path: str) -> str:
-    """"absent", "stale" (a socket nobody listens on), "live", "other" (not a
-    socket) or an error description."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return "absent"
-    if not stat.S_ISSOCK(st.st_mode):
-        return "other"
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    probe.settimeout(2.0)
-    try:
-        probe.connect(path)
-    except ConnectionRefusedError:
-        return "stale"
-    except FileNotFoundError:
-        return "absent"
-    except TimeoutError:
-        return "live"  # someone listens but its backlog is full
-    except OSError as exc:
-        return f"cannot check {path}: {exc.strerror or exc}"
-    finally:
-        probe.close()
-    return "live"
 
 
 def remove_socket(path: str) -> str | None:

@@ -174,7 +174,7 @@ class ProcessTracker:
     def kill_job(self, job_id: str) -> int:
         """Kill what the job's commands left outside their groups."""
         tag = f"{self.token}:{job_id}"
-        return self._kill_matching(lambda pid: _tag(pid) == tag)
+        return self._kill_matching(lambda pid, parents: _tag(pid) == tag)
 
     def kill_all(self) -> int:
         """Kill every process tagged with this run, and every descendant."""
@@ -192,6 +192,12 @@ class ProcessTracker:
                     return True
             return False
 
+        return self._kill_matching(ours)
+
+    def _kill_matching(self, match: Callable[[int, dict[int, int]], bool]) -> int:
+        """Kill every live process `match(pid, parents)` picks, in passes
+        until none is left (a dying parent may leave children to find)."""
+        own = os.getpid()
         killed = 0
         for _ in range(_KILL_PASSES):
             states, parents = {}, {}
@@ -200,20 +206,7 @@ class ProcessTracker:
                 if fields is not None:
                     states[pid], parents[pid] = fields[0], int(fields[1])
             doomed = [pid for pid, state in states.items()
-                      if pid != own and state not in ("Z", "X") and ours(pid, parents)]
-            if not doomed:
-                break
-            for pid in doomed:
-                _kill(pid)
-            killed += len(doomed)
-        self.reap()
-        return killed
-
-    def _kill_matching(self, match: Callable[[int], bool]) -> int:
-        killed = 0
-        for _ in range(_KILL_PASSES):
-            doomed = [pid for pid in _pids()
-                      if pid != os.getpid() and match(pid) and _alive(pid)]
+                      if pid != own and state not in ("Z", "X") and match(pid, parents)]
             if not doomed:
                 break
             for pid in doomed:
@@ -259,7 +252,8 @@ class ProcessTracker:
                 log.info("killed the command (pid %d) of job %s that a crashed daemon left",
                          pid, job_id)
         crashed = set(tokens)
-        strays = self._kill_matching(lambda pid: (_tag(pid) or ":").split(":")[0] in crashed)
+        strays = self._kill_matching(
+            lambda pid, parents: (_tag(pid) or ":").split(":")[0] in crashed)
         if strays:
             log.info("killed %d process%s that a crashed daemon's commands left", strays,
                      "" if strays == 1 else "es")
@@ -283,7 +277,3 @@ class JobProcesses:
     def kill_strays(self) -> int:
         return self._tracker.kill_job(self._job_id)
 
-
-def _alive(pid: int) -> bool:
-    fields = _stat(pid)
-    return fields is not None and fields[0] not in ("Z", "X")

@@ -8,6 +8,7 @@ import os
 import random
 import re
 import threading
+import time
 
 import grpc
 from pytest_bdd import given, parsers, then, when
@@ -242,8 +243,13 @@ def second_matches_first(world):
 def all_clients_identical(world, count, expected):
     watches = [w for name, w in world.watches.items() if name.startswith("client-")]
     assert len(watches) == count
+    want = parse_range(expected)
+    # One deadline for all: the deliveries to every watcher take time together.
+    deadline = time.monotonic() + time_for(count * len(want))
     for watch in watches:
-        assert_receives_then_ok(watch, parse_range(expected))
+        watch.wait_for_status(max(0.0, deadline - time.monotonic()))
+    for watch in watches:
+        assert_receives_then_ok(watch, want)
     reference = [proto_event_fields(e) for e in watches[0].received()]
     for watch in watches[1:]:
         assert [proto_event_fields(e) for e in watch.received()] == reference
@@ -339,8 +345,9 @@ def open_subscriptions_within(target, seconds, job_id, count):
 
 @when(parsers.parse("every one of them has received {count:d} events"))
 def all_have_received(world, count):
+    deadline = time.monotonic() + time_for(count * len(world.watches))
     for name, watch in world.watches.items():
-        assert watch.wait_for_events(count, EVENTUALLY), (
+        assert watch.wait_for_events(count, max(0.0, deadline - time.monotonic())), (
             f"{name} received {len(watch.received())} events, expected {count}")
 
 

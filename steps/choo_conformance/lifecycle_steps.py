@@ -180,8 +180,7 @@ def shutting_down_waiting(target, world, tmp_path):
     first_command_running(world)
     world.shutdown_call = target.call("Shutdown", daemon_pb2.ShutdownRequest(
         wait_for_jobs=True, timeout_seconds=60))
-    assert wait_until(lambda: not _health(target).healthy, EVENTUALLY), (
-        "Health still answers healthy after Shutdown was called")
+    _turns_unhealthy(target)
 
 
 # -- When -------------------------------------------------------------------
@@ -480,7 +479,14 @@ def health_active(target, count):
 
 @then("Health answers not healthy")
 def health_not_healthy(target):
-    assert _health(target).healthy is False
+    _turns_unhealthy(target)
+
+
+def _turns_unhealthy(target):
+    # Until Shutdown answers, nothing says it has reached the daemon: a
+    # Health call sent after it may be served first, so wait for the turn.
+    assert wait_until(lambda: not _health(target).healthy, EVENTUALLY), (
+        f"Health still answers healthy {EVENTUALLY:g} s after Shutdown was called")
 
 
 @then("Health still answers")

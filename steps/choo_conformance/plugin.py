@@ -23,9 +23,18 @@ from .seam import DEFAULT_IMPLEMENTATION
 FEATURES = Path(__file__).resolve().parent / "features"
 PROFILES = ("control", "black-box", "reference")
 DEFAULT_SCENARIO_TIMEOUT_S = 120.0
+# Scenarios that move a lot (a thousand watchers, tens of thousands of
+# events) get this many times the limit: on a loaded machine they are slow
+# without anything being wrong.
+LONG_TAGS = frozenset({"volume", "daemon_capacity"})
+LONG_FACTOR = 3
 # After a scenario's time is up, its clean-up gets this long (or the
 # scenario's own limit, if shorter) before the clock rings again.
 TEARDOWN_GRACE_S = 30.0
+
+
+def scenario_limit(scenario_timeout: float, tags) -> float:
+    return scenario_timeout * (LONG_FACTOR if LONG_TAGS & set(tags) else 1)
 
 
 def teardown_grace(scenario_timeout: float) -> float:
@@ -138,6 +147,7 @@ class _Suite:
         self.infos: dict[str, ScenarioInfo] = {}
         self.outcomes: dict[str, dict] = {}
         self.step = ""
+        self.limit = self.timeout
         if self.progress is not None:
             process.on_start.append(lambda pgid: self.emit("daemon", pgid=pgid))
 
@@ -193,9 +203,10 @@ class _Suite:
             yield
             return
         self.step = "(setting up)"
-        self.emit("started", nodeid=item.nodeid, at=time.time())
+        self.limit = scenario_limit(self.timeout, info.tags)
+        self.emit("started", nodeid=item.nodeid, at=time.time(), limit_s=self.limit)
         previous = signal.signal(signal.SIGALRM, self._time_is_up)
-        signal.setitimer(signal.ITIMER_REAL, self.timeout)
+        signal.setitimer(signal.ITIMER_REAL, self.limit)
         try:
             yield
         finally:
@@ -204,8 +215,8 @@ class _Suite:
 
     def _time_is_up(self, signum, frame):
         # The clean-up that follows gets a bounded time of its own.
-        signal.setitimer(signal.ITIMER_REAL, teardown_grace(self.timeout))
-        raise ScenarioTimeout(f"timed out after {self.timeout:g} s in step {self.step!r}")
+        signal.setitimer(signal.ITIMER_REAL, teardown_grace(self.limit))
+        raise ScenarioTimeout(f"timed out after {self.limit:g} s in step {self.step!r}")
 
     def pytest_bdd_before_step(self, request, feature, scenario, step, step_func):
         self.step = f"{step.keyword} {step.name}".strip()

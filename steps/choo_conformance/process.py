@@ -115,11 +115,15 @@ class DaemonProcess:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signum)
 
-    def kill(self) -> None:
-        """SIGKILL to the whole process group."""
+    def kill(self, whole_group: bool = True) -> None:
+        """SIGKILL to the whole process group, or to the daemon alone (a
+        crash, after which what it started may live on)."""
         if self.proc is None:
             return
-        kill_group(self.proc.pid)
+        if whole_group:
+            kill_group(self.proc.pid)
+        elif self.proc.poll() is None:
+            self.proc.kill()
         self.proc.wait()
 
     def stop(self) -> None:

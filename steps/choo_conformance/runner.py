@@ -213,8 +213,6 @@ class _Run:
         self.deadline = time.monotonic() + options.timeout
         self.on_finished = rules_printed
         self.log_path = report_dir / "pytest.log"
-        self.hard_limit = (options.scenario_timeout + teardown_grace(options.scenario_timeout)
-                           + _HARD_MARGIN_S)
         self.log_path.unlink(missing_ok=True)
 
     # The records of the progress stream.
@@ -233,7 +231,9 @@ class _Run:
         elif kind == "collect_error":
             self.collect_errors.append(f"{record['nodeid'] or 'collection'}: {record['detail']}")
         elif kind == "started":
-            state.update(current=record["nodeid"], since=time.monotonic(), step="(setting up)")
+            limit = record.get("limit_s", self.options.scenario_timeout)
+            state.update(current=record["nodeid"], since=time.monotonic(), step="(setting up)",
+                         hard_limit=limit + teardown_grace(limit) + _HARD_MARGIN_S)
         elif kind == "step":
             state["step"] = record["step"]
         elif kind == "daemon":
@@ -277,8 +277,8 @@ class _Run:
                 now = time.monotonic()
                 if now > self.deadline:
                     stopped_for = f"the run's time limit of {self.options.timeout:g} s ran out"
-                elif state["current"] and now - state["since"] > self.hard_limit:
-                    stopped_for = (f"timed out after {self.options.scenario_timeout:g} s "
+                elif state["current"] and now - state["since"] > state["hard_limit"]:
+                    stopped_for = (f"timed out after {state['hard_limit'] - _HARD_MARGIN_S:g} s "
                                    "(the suite had to be stopped)")
                 if stopped_for:
                     break
