@@ -73,7 +73,7 @@ clean:
 ## ceiling: prints the table, writes bench/results/ (docs/PERFORMANCE.md).
 bench: $(STAMP)
 	$(PY) -c 'import matplotlib' 2>/dev/null || $(PY) -m pip install --quiet -e '.[bench]'
-	$(PY) -m bench.run
+	$(PY) -m bench.run $(ARGS)
 
 # -- interop: real gRPC tools against the daemon ---------------------------------
 # Off-the-shelf tools from the Go module proxy, at pinned versions, installed
