@@ -4,7 +4,7 @@ Bad files in a tasks folder (a FIFO, /dev/zero behind a link, files and
 fields past the limits), request bytes that do not decode, and oversized
 input to the control service. Each gets INVALID_ARGUMENT at once, naming the
 file or field and the limit; nothing waits on anything else; every response
-and status stays within gRPC's default limits (R10, CONTRACT.md section 5).
+and status stays within gRPC's default limits (R10; docs/OPERATIONS.md).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Chaos: commands that leave their process group, and a daemon killed under
 its jobs. Nothing a job started survives StopJob(force), Shutdown, the
-daemon's exit, or a crash and the next start (CONTRACT.md section 5); the
+daemon's exit, or a crash and the next start (docs/OPERATIONS.md); the
 units of a job the crash interrupted end as the job did."""
 
 from __future__ import annotations

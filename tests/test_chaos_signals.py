@@ -1,7 +1,7 @@
 """Chaos: signals at random moments, and calls in the last moments of a daemon.
 
 Every SIGTERM starts the shutdown, whatever the daemon is doing when it
-arrives (CONTRACT.md section 5); after Shutdown has answered, every new call
+arrives (docs/OPERATIONS.md); after Shutdown has answered, every new call
 is UNAVAILABLE until the process is gone (R11).
 """
 

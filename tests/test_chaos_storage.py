@@ -1,6 +1,6 @@
 """Chaos: the daemon's files. Links planted in their place, a full disk, the
 database deleted under a running daemon, and a job manager that fails
-mid-job (CONTRACT.md section 5)."""
+mid-job (docs/OPERATIONS.md)."""
 
 from __future__ import annotations
 

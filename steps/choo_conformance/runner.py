@@ -17,6 +17,7 @@ counts the scenario it was in as failed, and goes on with the next.
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import signal
 import subprocess
@@ -282,7 +283,9 @@ class _Run:
                                    "(the suite had to be stopped)")
                 if stopped_for:
                     break
-                time.sleep(_POLL_S)
+                # Wakes at once when pytest exits; otherwise reads progress again.
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(_POLL_S)
         finally:
             if proc.poll() is None:
                 kill_group(proc.pid)
