@@ -18,8 +18,12 @@ import grpc
 from choo.v1 import daemon_pb2, daemon_pb2_grpc
 
 STARTUP_TIMEOUT_S = 20.0
+# Retry a refused connection within a quarter second, not gRPC's backoff of
+# up to 2 minutes. grpc.min_reconnect_backoff_ms is left alone: gRPC core
+# also takes it as the time a connection attempt gets to receive the
+# server's SETTINGS (20 s by default), and a busy daemon can take longer than
+# a few hundred milliseconds to send them.
 RECONNECT_PROMPTLY = [("grpc.initial_reconnect_backoff_ms", 50),
-                      ("grpc.min_reconnect_backoff_ms", 50),
                       ("grpc.max_reconnect_backoff_ms", 250)]
 STOP_TIMEOUT_S = 15.0
 
