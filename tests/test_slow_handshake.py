@@ -1,4 +1,4 @@
-"""The suite's channels reconnect promptly to a daemon that restarts, yet
+"""The suite's channels, and the CLI's, reconnect promptly to a daemon that restarts, yet
 wait for a daemon that is slow to answer a new connection: a busy machine
 can take more than a few hundred milliseconds to send HTTP/2 SETTINGS, and
 a correct daemon must not fail a rule for it."""
@@ -14,6 +14,7 @@ import pytest
 
 from choo.v1 import daemon_pb2, daemon_pb2_grpc
 from choo_conformance.process import RECONNECT_PROMPTLY
+from choo_reference.client import CHANNEL_OPTIONS
 
 HANDSHAKE_DELAY_S = 1.5
 
@@ -78,8 +79,9 @@ def slow_daemon(tmp_path):
     server.stop(None)
 
 
-def test_a_daemon_slow_to_answer_a_new_connection_is_waited_for(slow_daemon):
-    with grpc.insecure_channel(slow_daemon, options=RECONNECT_PROMPTLY) as channel:
+@pytest.mark.parametrize("options", [RECONNECT_PROMPTLY, CHANNEL_OPTIONS], ids=["suite", "cli"])
+def test_a_daemon_slow_to_answer_a_new_connection_is_waited_for(slow_daemon, options):
+    with grpc.insecure_channel(slow_daemon, options=options) as channel:
         stub = daemon_pb2_grpc.DaemonServiceStub(channel)
         answer = stub.Health(daemon_pb2.HealthRequest(), timeout=HANDSHAKE_DELAY_S * 10)
     assert answer.healthy

@@ -18,10 +18,12 @@ from choo.v1 import daemon_pb2
 from .paths import DEFAULT_SOCKET, daemon_listening, expand, socket_path_problem
 
 # grpc backs off up to 120 s between reconnection attempts by default; a
-# restarted daemon should be found again within a second.
+# restarted daemon should be found again within a second. Not
+# grpc.min_reconnect_backoff_ms: gRPC core also takes it as the time a
+# connection attempt gets to receive the daemon's SETTINGS, and a busy
+# daemon must not be given up on after 100 ms.
 CHANNEL_OPTIONS = [
     ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1000),
 ]
 
