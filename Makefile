@@ -62,9 +62,11 @@ proto: $(STAMP)
 mutants: $(STAMP)
 	PYTHONPATH=$(CURDIR) $(PY) -m tests.mutants $(ARGS)
 
-## The feature files 50 times in a row: the flakiness check.
+## The feature files 50 times in a row: the flakiness check. -c: the repository's
+## configuration (and so its conftest.py), not the suite package's own pytest.ini.
+COUNT ?= 50
 repeat: $(STAMP)
-	$(PY) -m pytest steps/choo_conformance/scenarios -q -p no:randomly --count=50
+	$(PY) -m pytest -c pyproject.toml steps/choo_conformance/scenarios -q -p no:randomly --count=$(COUNT)
 
 clean:
 	rm -rf $(VENV) conformance-report report.json dist build interop/bin
