@@ -17,10 +17,6 @@ def timestamp(ns: int) -> Timestamp:
 
 def event_to_proto(event: Event) -> daemon_pb2.JobEvent:
     """The message for an event (a new one each call)."""
-    return _build(event)
-
-
-def _build(event: Event) -> daemon_pb2.JobEvent:
     message = daemon_pb2.JobEvent(sequence=event.sequence, event_type=event.event_type,
                                   unit_id=event.unit_id, payload_json=event.payload_json)
     # Set in place: a Timestamp built apart and copied in costs twice as much.
@@ -62,7 +58,7 @@ def event_to_wire(event: Event) -> bytes:
 
 def _serialize(key: tuple[int, int], event: Event) -> bytes:
     global _wire_bytes
-    data = _build(event).SerializeToString()
+    data = event_to_proto(event).SerializeToString()
     if len(event.payload_json) > CACHED_PAYLOAD_MAX:
         return data
     with _changing:

@@ -110,11 +110,11 @@ CATALOGUE = (
                  "            batch = [__import__('dataclasses').replace(e, payload_json='{}')\n"
                  "                     for e in self._store._log.read(st.job_id, cursor, stop)]\n"),)),
     Mutant("no-timestamp", "events are sent without their timestamp", ("W3", "W12"),
-           (Edit(f"{R}.convert:_build",
+           (Edit(f"{R}.convert:event_to_proto",
                  "    stamp.seconds, stamp.nanos = divmod(event.timestamp_ns, 1_000_000_000)\n", ""),
             _UNCACHED)),
     Mutant("stamped-at-send", "events are stamped when sent, not when recorded", ("W3", "W9", "W12"),
-           (Edit(f"{R}.convert:_build", "divmod(event.timestamp_ns,",
+           (Edit(f"{R}.convert:event_to_proto", "divmod(event.timestamp_ns,",
                  "divmod(__import__('time').time_ns(),"),
             _UNCACHED)),
     # -- the event log and its watchers ----------------------------------------------------
@@ -153,7 +153,7 @@ CATALOGUE = (
            "not read yet", ("W15",),
            (Edit(f"{R}.job_store:JobStore.record_many", "                st.window.extend(events)\n",
                  "                st.window.extend(events)\n"
-                 "                to_message = __import__('choo_reference.convert').convert._build\n"
+                 "                to_message = __import__('choo_reference.convert').convert.event_to_proto\n"
                  "                for f in st.open_feeds:\n"
                  "                    q = self.__dict__.setdefault('_queues', {}).setdefault(id(f), [])\n"
                  "                    q.extend(to_message(e) for e in events)\n"),
