@@ -32,16 +32,20 @@ from .workload import sent_ns
 CHANNEL_OPTIONS = [("grpc.use_local_subchannel_pool", 1)]
 
 
+def _watch_call(channel: grpc.aio.Channel, job_id: str, from_sequence: int, deadline: float):
+    """WatchJob, started at once, with what is left of the run as its deadline."""
+    stub = daemon_pb2_grpc.DaemonServiceStub(channel)
+    return stub.WatchJob(daemon_pb2.WatchJobRequest(job_id=job_id, from_sequence=from_sequence),
+                         timeout=max(deadline - time.time(), 1.0))
+
+
 async def _watch(socket_path: str, job_id: str, from_sequence: int, expect: int,
                  latency: array.array | None, deadline: float) -> dict:
     result = {"status": "", "count": 0, "in_order": True, "start_ns": time.time_ns(),
               "first_ns": 0, "last_ns": 0}
     async with grpc.aio.insecure_channel(f"unix://{socket_path}",
                                          options=CHANNEL_OPTIONS) as channel:
-        stub = daemon_pb2_grpc.DaemonServiceStub(channel)
-        call = stub.WatchJob(daemon_pb2.WatchJobRequest(job_id=job_id,
-                                                        from_sequence=from_sequence),
-                             timeout=max(deadline - time.time(), 1.0))
+        call = _watch_call(channel, job_id, from_sequence, deadline)
         count = 0
         in_order = True
         first = 0
@@ -66,11 +70,7 @@ async def _watch(socket_path: str, job_id: str, from_sequence: int, expect: int,
 async def _stall(socket_path: str, job_id: str, from_sequence: int, deadline: float) -> dict:
     async with grpc.aio.insecure_channel(f"unix://{socket_path}",
                                          options=CHANNEL_OPTIONS) as channel:
-        stub = daemon_pb2_grpc.DaemonServiceStub(channel)
-        # The call starts at once; nothing ever reads it.
-        call = stub.WatchJob(daemon_pb2.WatchJobRequest(job_id=job_id,
-                                                        from_sequence=from_sequence),
-                             timeout=max(deadline - time.time(), 1.0))
+        call = _watch_call(channel, job_id, from_sequence, deadline)  # never read
         await asyncio.sleep(max(deadline - time.time(), 0.0))
         call.cancel()
     return {"status": "STALLED", "count": 0, "in_order": False, "start_ns": 0, "first_ns": 0,
