@@ -12,7 +12,6 @@ from types import SimpleNamespace
 
 from choo_reference import in_process
 from choo_reference.job_store import JobStore
-from choo_reference.servicer import DaemonServicer
 
 
 def _first_time() -> bool:
@@ -68,20 +67,19 @@ never_releases = SimpleNamespace(daemon=_never_releasing_daemon,
                                  watch_servicer=in_process.watch_servicer)
 
 
-class _LateShutdown(DaemonServicer):
+def _late_shutdown_daemon(data_dir):
     """Correct, but slow to begin shutting down: a Shutdown call that has
     not been answered may not have reached the daemon yet, so a Health
     call sent after it can still be answered healthy."""
-
-    def Shutdown(self, request, context):
-        threading.Event().wait(0.5)
-        return super().Shutdown(request, context)
-
-
-def _late_shutdown_daemon(data_dir):
     instance = in_process.ReferenceInstance(data_dir)
     daemon = instance.servicers[in_process.DAEMON_SERVICE]
-    daemon.__class__ = _LateShutdown
+    shutdown = daemon.Shutdown
+
+    def late(request, context):
+        threading.Event().wait(0.5)
+        return shutdown(request, context)
+
+    daemon.Shutdown = late
     return instance
 
 
