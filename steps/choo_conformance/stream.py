@@ -23,17 +23,23 @@ OK = Status(grpc.StatusCode.OK, "")
 
 
 class ReceivedStream:
-    """Filled by a reader thread (`_add`, then `_finish`); read by steps."""
+    """Filled by a reader thread (`_add`, then `_finish`); read by steps.
+
+    An event wakes a waiter only when it brings the count that waiter asked
+    for: waking every waiter on every event would have the reader and the
+    steps take turns for each of thousands of events."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self.events: list = []
         self.status: Status | None = None
+        self._counts_awaited: list[int] = []
 
     def _add(self, event) -> None:
         with self._cond:
             self.events.append(event)
-            self._cond.notify_all()
+            if len(self.events) in self._counts_awaited:
+                self._cond.notify_all()
 
     def _finish(self, status: Status) -> None:
         with self._cond:
@@ -44,9 +50,13 @@ class ReceivedStream:
         """True once `count` events have arrived; False if the call ended
         with fewer or the deadline passed."""
         with self._cond:
-            return self._cond.wait_for(
-                lambda: len(self.events) >= count or self.status is not None, timeout
-            ) and len(self.events) >= count
+            self._counts_awaited.append(count)
+            try:
+                return self._cond.wait_for(
+                    lambda: len(self.events) >= count or self.status is not None, timeout
+                ) and len(self.events) >= count
+            finally:
+                self._counts_awaited.remove(count)
 
     def wait_for_status(self, timeout: float) -> Status | None:
         with self._cond:
