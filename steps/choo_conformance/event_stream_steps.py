@@ -26,11 +26,17 @@ def event_specs(start: int, count: int, size: int = 0) -> list[tuple[str, str, s
     that a careless encoder would mangle, and is padded to `size` bytes."""
     specs = []
     for n in range(start, start + count):
-        payload = json.dumps({"n": n, "note": NOTE})
+        payload = _PAYLOAD % n
         if size > len(payload) + 10:
             payload = payload[:-1] + ', "pad": "' + "p" * (size - len(payload) - 10) + '"}'
-        specs.append(("task.backpressure", f"unit-{n % 3}", payload))
+        specs.append(("task.backpressure", _UNITS[n % 3], payload))
     return specs
+
+
+# What json.dumps({"n": n, "note": NOTE}) gives, without encoding the note
+# again for each of thousands of events.
+_PAYLOAD = '{"n": %d, "note": ' + json.dumps(NOTE).replace("%", "%%") + "}"
+_UNITS = ("unit-0", "unit-1", "unit-2")
 
 
 def parse_range(text: str) -> list[int]:
