@@ -20,7 +20,6 @@ import grpc
 
 from choo.conformance.v1 import control_pb2, control_pb2_grpc
 
-from .convert import timestamp
 from .job_store import JobExists, JobTerminal
 from .jobs import RUNNING, STATUSES, JobNotFound, StorageError, is_terminal, shorten
 from .limits import (
@@ -109,9 +108,14 @@ class ConformanceControlServicer(control_pb2_grpc.ConformanceControlServicer):
             _check("payload_json", event.payload_json, MAX_PAYLOAD_BYTES)
         specs = [(e.event_type, e.unit_id, e.payload_json or "{}") for e in request.events]
         events = self.store.record_many(request.job_id, specs)
-        return control_pb2.AppendEventsResponse(
-            sequences=[e.sequence for e in events],
-            timestamps=[timestamp(e.timestamp_ns) for e in events])
+        response = control_pb2.AppendEventsResponse(sequences=[e.sequence for e in events])
+        # Each Timestamp set in place: building one apart and copying it in
+        # costs twice as much, per event recorded.
+        add_timestamp = response.timestamps.add
+        for event in events:
+            stamp = add_timestamp()
+            stamp.seconds, stamp.nanos = divmod(event.timestamp_ns, 1_000_000_000)
+        return response
 
     @_answer
     def FinishJob(self, request, context):

@@ -4,15 +4,9 @@ from __future__ import annotations
 
 import threading
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from choo.v1 import daemon_pb2
 
 from .jobs import Event
-
-
-def timestamp(ns: int) -> Timestamp:
-    return Timestamp(seconds=ns // 1_000_000_000, nanos=ns % 1_000_000_000)
 
 
 def event_to_proto(event: Event) -> daemon_pb2.JobEvent:
