@@ -34,9 +34,11 @@ conformance: $(STAMP)
 	exit $$status
 
 ## Every test: the checks, then unit, property, stress, crash, the feature
-## files, the runner, and the suite installed from its wheels.
+## files, the runner, and the suite installed from its wheels, spread over
+## up to TEST_WORKERS processes (which tests share one: conftest.py).
+TEST_WORKERS ?= 4
 test: check
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --maxprocesses $(TEST_WORKERS) --dist loadscope
 
 ## The linter, the type checker, and the layering contract (pyproject.toml).
 check: $(STAMP)

@@ -1,4 +1,40 @@
 """Running pytest in this repository loads the suite's plugin, as the
-`choo-conformance` runner does for an installed suite."""
+`choo-conformance` runner does for an installed suite.
+
+`make test` spreads the tests over several processes (pytest-xdist, `--dist
+loadscope`): each test goes to whichever process is free, except the files
+named below, whose tests run in one process, one after another."""
+
+from __future__ import annotations
+
+import pytest
 
 pytest_plugins = ["choo_conformance.plugin"]
+
+# File -> the name of the tests that share one process. The whole-suite runs
+# (the foreign daemon's, and the suite installed from its wheels) carry
+# thousand-watcher and volume scenarios: two at once on a small machine would
+# have the suite's deadlines measure their contention. The interop tools are
+# installed once, into one folder. Module fixtures then run once as well.
+SHARED_PROCESS = {
+    "tests/test_foreign_daemon.py": "whole-suite runs",
+    "tests/test_wheel.py": "whole-suite runs",
+    "tests/test_interop.py": "interop",
+}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedProcessScheduling(LoadScopeScheduling):
+        """Each test its own unit of work, but SHARED_PROCESS's files by name.
+        (xdist_group marks would do this, but pytest-xdist 3.8 cannot apply
+        them under pytest 9.2.) The largest units go out first."""
+
+        def _split_scope(self, nodeid: str) -> str:
+            return SHARED_PROCESS.get(nodeid.split("::", 1)[0], nodeid)
+
+    return SharedProcessScheduling(config, log)
