@@ -49,7 +49,7 @@ class RemoteWatch(Watch):
         self._owns_channel = owns_channel
         self._call: Any = None
         self._cancelled = False
-        # Set and cleared on the loop only.
+        # Cleared and set again on the loop only, once the reader runs.
         self._reading = asyncio.Event()
         self._reading.set()
         self._reader = watch_loop.submit(self._read(request))

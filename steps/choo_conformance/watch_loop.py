@@ -1,8 +1,8 @@
 """The event loop that carries every WatchJob call of the remote transport:
 one thread for all of them, however many are open. A thread per watch
 would spend more of a small machine than the daemon under test does (a
-thousand watches cost the client ten times the CPU), and the suite's
-deadlines would measure the client."""
+thousand watches cost the client about eight times the CPU they cost on one
+loop), and the suite's deadlines would measure the client."""
 
 from __future__ import annotations
 
