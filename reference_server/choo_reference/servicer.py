@@ -18,6 +18,7 @@ from choo.v1 import daemon_pb2, daemon_pb2_grpc
 
 from . import __version__
 from .async_watch import LoopWaker, watch_job_async
+from .convert import set_time
 from .jobs import STATUSES, Job, JobManager, JobNotFound, StorageError, is_terminal, shorten
 from .limits import (
     MAX_BRANCH_BYTES,
@@ -100,7 +101,7 @@ def _refuse_during_shutdown(signal: ShutdownSignal) -> None:
 
 def _set_time(field, ns: int) -> None:
     if ns:
-        field.seconds, field.nanos = divmod(ns, 1_000_000_000)
+        set_time(field, ns)
 
 
 class DaemonServicer(daemon_pb2_grpc.DaemonServiceServicer):
