@@ -1,0 +1,45 @@
+"""`make test` runs the tests in several processes (pytest-xdist); the
+repository's conftest.py keeps the tests of some files in one: the
+whole-suite runs must not overlap, and module fixtures that build in the
+source tree must run once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from conftest import SHARED_PROCESS, pytest_xdist_make_scheduler
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class _Options:
+    def __init__(self, dist: str) -> None:
+        self._values = {"dist": dist, "tx": ["2*popen"]}
+
+    def getvalue(self, name: str):
+        return self._values[name]
+
+
+def _unit_of(nodeid: str) -> str:
+    scheduler = pytest_xdist_make_scheduler(_Options("loadscope"), None)
+    return scheduler._split_scope(nodeid)
+
+
+def test_the_whole_suite_runs_share_one_process():
+    assert _unit_of("tests/test_wheel.py::test_installed") == \
+        _unit_of("tests/test_foreign_daemon.py::test_each_defect[exclusive-from]")
+    assert _unit_of("tests/test_interop.py::test_a") == _unit_of("tests/test_interop.py::test_b")
+    assert _unit_of("tests/test_interop.py::test_a") != _unit_of("tests/test_wheel.py::test_installed")
+
+
+def test_every_other_test_goes_to_whichever_process_is_free():
+    assert _unit_of("tests/test_cli.py::test_a") != _unit_of("tests/test_cli.py::test_b")
+
+
+def test_every_file_named_exists():
+    # A file renamed would silently leave its tests to any process.
+    assert [name for name in SHARED_PROCESS if not (ROOT / name).is_file()] == []
+
+
+def test_other_ways_of_spreading_are_left_to_xdist():
+    assert pytest_xdist_make_scheduler(_Options("load"), None) is None
