@@ -31,6 +31,8 @@ CALL_DEADLINE_S = 10.0
 # The deadline of a WatchJob call: it lasts as long as its job, but never
 # longer than a scenario may.
 WATCH_DEADLINE_S = 300.0
+# How long a daemon has to take up a watch it was sent (DaemonTarget.watch).
+TAKE_UP_S = 30.0
 
 
 class UnaryCall(Protocol):
@@ -108,11 +110,50 @@ class DaemonTarget:
         return self._names.get(name, name)
 
     def watch(self, job: str, from_sequence: int = 0) -> Watch:
-        request = daemon_pb2.WatchJobRequest(job_id=self.job_id(job), from_sequence=from_sequence)
-        watch = self._open_watch(request)
-        watch.job_id = request.job_id
-        self.calls.append(watch)
-        return watch
+        """A watch of the job, returned once the daemon has taken it up (see
+        _wait_taken_up)."""
+        return self.watch_many(job, [from_sequence])[0]
+
+    def watch_many(self, job: str, starts: Sequence[int]) -> list[Watch]:
+        """Watches of one job, one per start, returned once the daemon has
+        taken up every one; a single wait for them all."""
+        watches = []
+        for from_sequence in starts:
+            request = daemon_pb2.WatchJobRequest(job_id=self.job_id(job), from_sequence=from_sequence)
+            watch = self._open_watch(request)
+            watch.job_id = request.job_id
+            self.calls.append(watch)
+            watches.append(watch)
+        if job in self._names:
+            self._wait_taken_up(job, watches)
+        return watches
+
+    def _wait_taken_up(self, job: str, watches: list[Watch]) -> None:
+        """Waits until the daemon serves these watches of a job the scenario
+        made through the control service: an event or the watch's end has
+        reached the client, or the daemon lists as many open subscriptions
+        of the job as the scenario has watches of it still going.
+
+        A call reaches the daemon some time after the client sends it, on a
+        connection of its own. Without this wait, what the scenario does next
+        (finish the job, cancel the watch) could reach the daemon first, and
+        a correct daemon would answer another question: a job watched from 0
+        after it ended ends at once with no events (W8); a watch cancelled
+        before it arrived never subscribes (W4)."""
+        job_id = self.job_id(job)
+
+        def taken_up() -> bool:
+            if all(watch.has_events() or watch.is_over() for watch in watches):
+                return True
+            going = sum(1 for watch in self.calls if watch.job_id == job_id and not watch.is_over())
+            return self.open_subscriptions(job) >= going
+
+        if not wait_until(taken_up, TAKE_UP_S):
+            going = sum(1 for watch in self.calls if watch.job_id == job_id and not watch.is_over())
+            raise AssertionError(
+                f"the daemon had not taken up the watches of job {job_id} after {TAKE_UP_S:g} s: "
+                f"{going} are going, no event or end has reached {sum(not w.has_events() for w in watches)} "
+                f"of the newest, and ListSubscriptions lists {self.open_subscriptions(job)} open")
 
     def call(self, method: str, request) -> UnaryCall:
         if hasattr(request, "job_id") and request.job_id in self._names:

@@ -197,8 +197,8 @@ def transport_resumes(target, world, name):
 
 @when(parsers.parse('{count:d} clients watch job "{job_id}" from sequence {n:d}'))
 def many_clients_watch(target, world, count, job_id, n):
-    for i in range(count):
-        world.watches[f"client-{i}"] = target.watch(job_id, n)
+    for i, watch in enumerate(target.watch_many(job_id, [n] * count)):
+        world.watches[f"client-{i}"] = watch
 
 
 @when("the daemon crashes and restarts on the same database")
@@ -302,7 +302,7 @@ def carries_recorded_fields(target, world, who):
 
 @when(parsers.re(r'clients watch job "(?P<job_id>[^"]+)" from sequences (?P<starts>[\d, and]+)$'))
 def clients_watch_from(target, world, job_id, starts):
-    world.group = [target.watch(job_id, int(n)) for n in re.split(r",\s*|\s+and\s+", starts)]
+    world.group = target.watch_many(job_id, [int(n) for n in re.split(r",\s*|\s+and\s+", starts)])
 
 
 @then(parsers.re(r"they receive sequences (?P<ranges>[\d\-, and]+), and every watch ends OK$"))

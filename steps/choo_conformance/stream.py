@@ -67,6 +67,9 @@ class ReceivedStream:
         with self._cond:
             return list(self.events)
 
+    def has_events(self) -> bool:
+        return bool(self.events)  # a read of the list's length: no lock needed
+
     def is_over(self) -> bool:
         with self._cond:
             return self.status is not None

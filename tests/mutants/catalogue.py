@@ -30,6 +30,9 @@ class Mutant:
     edits: tuple[Edit, ...]
     paths: tuple[str, ...] = BOTH
     tags: str = ""  # narrows the scenarios run, to keep the run short
+    # A variant that stays correct, only choosing differently where the
+    # specification leaves a choice: the suite must pass it (no rule fails).
+    stays_correct: bool = False
 
     def apply(self) -> Callable[[], None]:
         """Apply every edit; returns what undoes them."""
@@ -51,6 +54,9 @@ def _both_watch_loops(old_sync: str, new_sync: str, old_async: str, new_async: s
 # message is built then shows in every delivery.
 _UNCACHED = Edit(f"{R}.convert:event_to_wire", "    entry = _wire.get(key)\n",
                  "    entry = None\n")
+
+# Where a watch starts being served; the same text on both paths.
+_SERVED_FROM = "    try:\n        if not admit(jobs, shutdown, request):\n            return\n"
 
 CATALOGUE = (
     # -- the seed's rows ---------------------------------------------------------------
@@ -217,6 +223,14 @@ CATALOGUE = (
            (Edit(f"{R}.orchestrator:Orchestrator.active_count", " if job.status not in TERMINAL", ""),)),
     Mutant("list-oldest-first", "ListJobs lists the oldest job first", ("R7",),
            (Edit(f"{R}.job_store:JobStore.list_jobs", "reversed(self._states())", "self._states()"),)),
+    # -- correct variants: the suite must fail none of their rules ------------------------
+    Mutant("late-take-up", "every watch starts being served 0.3 s after it arrives (slow, not wrong)",
+           ("W3", "W4", "W5", "W8", "W10"),
+           (Edit(f"{R}.watch:watch_job", _SERVED_FROM,
+                 "    threading.Event().wait(0.3)\n" + _SERVED_FROM),
+            Edit(f"{R}.async_watch:watch_job_async", _SERVED_FROM,
+                 "    await asyncio.sleep(0.3)\n" + _SERVED_FROM)),
+           tags="not volume", stays_correct=True),
 )
 
 BY_NAME = {mutant.name: mutant for mutant in CATALOGUE}

@@ -2,7 +2,8 @@
 it killed: a mutant is killed when the runner exits 1 with one of the
 mutant's rules FAIL. One that survives (exit 0), gives no verdict (exit 2)
 or outlives its time limit (a hang the suite failed to bound) fails the
-harness."""
+harness. A variant that stays correct must pass instead: exit 0, every rule
+PASS."""
 
 from __future__ import annotations
 
@@ -28,15 +29,16 @@ SCENARIO_TIMEOUT_S = 90
 class Outcome:
     mutant: str
     path: str
-    verdict: str  # killed, survived, no verdict, hung
+    verdict: str  # killed, survived, no verdict, hung; passed, failed a correct variant
     failed_rules: list[str]
     seconds: float
     detail: str = ""
     failed_scenarios: tuple[str, ...] = ()  # the ids of the scenarios that caught it
 
     @property
-    def killed(self) -> bool:
-        return self.verdict == "killed"
+    def as_expected(self) -> bool:
+        """Killed, or, for a variant that stays correct, passed."""
+        return self.verdict in ("killed", "passed")
 
 
 def run_one(mutant: Mutant, path: str, report_dir: Path) -> Outcome:
@@ -63,6 +65,12 @@ def run_one(mutant: Mutant, path: str, report_dir: Path) -> Outcome:
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     failed = [r["id"] for r in results.get("rules", []) if r["verdict"] == "FAIL"]
     catchers = tuple(s["id"] for s in results.get("scenarios", []) if s["verdict"] == "FAIL")
+    if mutant.stays_correct:
+        if run.returncode == 0 and failed == []:
+            return Outcome(mutant.name, path, "passed", failed, seconds)
+        detail = (run.stdout[-1500:] + run.stderr[-1500:]).strip()
+        return Outcome(mutant.name, path, "failed a correct variant", failed, seconds, detail,
+                       failed_scenarios=catchers)
     if run.returncode == 1 and set(failed) & set(mutant.rules):
         return Outcome(mutant.name, path, "killed", failed, seconds, failed_scenarios=catchers)
     verdict = "survived" if run.returncode == 0 else "no verdict"
