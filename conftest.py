@@ -11,14 +11,13 @@ import pytest
 
 pytest_plugins = ["choo_conformance.plugin"]
 
-# File -> the name of the tests that share one process. The whole-suite runs
-# (the foreign daemon's, and the suite installed from its wheels) carry
-# thousand-watcher and volume scenarios: two at once on a small machine would
-# have the suite's deadlines measure their contention. The interop tools are
-# installed once, into one folder. Module fixtures then run once as well.
+# File -> the name of the tests that share one process, so that a module
+# fixture runs once: the foreign daemon's runs (which schedule their own
+# parallelism), the wheels (built in the source tree, which two processes
+# at once would trip over) and the interop tools (installed into one folder).
 SHARED_PROCESS = {
-    "tests/test_foreign_daemon.py": "whole-suite runs",
-    "tests/test_wheel.py": "whole-suite runs",
+    "tests/test_foreign_daemon.py": "foreign daemon",
+    "tests/test_wheel.py": "wheel",
     "tests/test_interop.py": "interop",
 }
 

@@ -1,7 +1,7 @@
 """`make test` runs the tests in several processes (pytest-xdist); the
-repository's conftest.py keeps the tests of some files in one: the
-whole-suite runs must not overlap, and module fixtures that build in the
-source tree must run once."""
+repository's conftest.py keeps the tests of some files in one, so that
+their module fixtures (the foreign daemon's runs, the wheels built in the
+source tree, the interop tools) run once."""
 
 from __future__ import annotations
 
@@ -25,9 +25,10 @@ def _unit_of(nodeid: str) -> str:
     return scheduler._split_scope(nodeid)
 
 
-def test_the_whole_suite_runs_share_one_process():
-    assert _unit_of("tests/test_wheel.py::test_installed") == \
-        _unit_of("tests/test_foreign_daemon.py::test_each_defect[exclusive-from]")
+def test_the_tests_of_a_named_file_share_one_process():
+    assert _unit_of("tests/test_wheel.py::test_installed") == _unit_of("tests/test_wheel.py::test_carries")
+    assert _unit_of("tests/test_foreign_daemon.py::test_each_defect[exclusive-from]") == \
+        _unit_of("tests/test_foreign_daemon.py::test_the_correct_daemon_fails_no_scenario[control]")
     assert _unit_of("tests/test_interop.py::test_a") == _unit_of("tests/test_interop.py::test_b")
     assert _unit_of("tests/test_interop.py::test_a") != _unit_of("tests/test_wheel.py::test_installed")
 

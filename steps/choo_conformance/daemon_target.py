@@ -24,7 +24,7 @@ from choo.v1 import daemon_pb2
 
 from .contract import CONTROL_SERVICE, DAEMON_SERVICE
 from .stream import ReceivedStream, Status
-from .wait import wait_until
+from .wait import ASKS_THE_DAEMON, wait_until
 
 # The deadline of every unary call the suite makes.
 CALL_DEADLINE_S = 10.0
@@ -148,7 +148,7 @@ class DaemonTarget:
             going = sum(1 for watch in self.calls if watch.job_id == job_id and not watch.is_over())
             return self.open_subscriptions(job) >= going
 
-        if not wait_until(taken_up, TAKE_UP_S):
+        if not wait_until(taken_up, TAKE_UP_S, ASKS_THE_DAEMON):
             going = sum(1 for watch in self.calls if watch.job_id == job_id and not watch.is_over())
             raise AssertionError(
                 f"the daemon had not taken up the watches of job {job_id} after {TAKE_UP_S:g} s: "
@@ -263,7 +263,7 @@ class DaemonTarget:
                     continue
             except ControlError:
                 continue  # the daemon is gone (a scenario shut it down)
-            if not wait_until(functools.partial(self._all_released, name), timeout):
+            if not wait_until(functools.partial(self._all_released, name), timeout, ASKS_THE_DAEMON):
                 problems.append(f"job {job_id} still has open subscriptions after its watches ended")
         return problems
 

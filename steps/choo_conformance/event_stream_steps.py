@@ -15,8 +15,8 @@ from pytest_bdd import given, parsers, then, when
 
 from .contract import COMPLETED, RUNNING
 from .daemon_target import timestamp_ns
-from .fixtures import EVENTUALLY, proto_event_fields, status_code
-from .wait import wait_until
+from .fixtures import EVENTUALLY, proto_event_fields
+from .wait import ASKS_THE_DAEMON, wait_until
 
 NOTE = "héllo ✓ \"quoted\""
 
@@ -261,14 +261,6 @@ def all_clients_identical(world, count, expected):
         assert [proto_event_fields(e) for e in watch.received()] == reference
 
 
-@then(parsers.parse('the watch ends with status {code} and details mentioning "{text}"'))
-def watch_ends_mentioning(world, code, text):
-    status = world.watch().wait_for_status(EVENTUALLY)
-    assert status is not None, "the watch did not end"
-    assert status.code == status_code(code), f"expected {code}, got {status}"
-    assert text in status.details, f"details {status.details!r} do not mention {text!r}"
-
-
 @then(parsers.parse('the job "{job_id}" is failed with the error "{error}"'))
 def job_failed_with(target, job_id, error):
     job = target.job(job_id)
@@ -345,7 +337,7 @@ def open_subscriptions_within(target, seconds, job_id, count):
     def open_count():
         return sum(1 for _, is_open in target.subscriptions(job_id) if is_open)
 
-    assert wait_until(lambda: open_count() == count, seconds), (
+    assert wait_until(lambda: open_count() == count, seconds, ASKS_THE_DAEMON), (
         f"{open_count()} open subscriptions after {seconds} s, expected {count}")
 
 

@@ -15,7 +15,7 @@ from choo.v1 import daemon_pb2
 
 from .contract import CONTRACT_CODES, TERMINAL
 from .fixtures import EVENTUALLY, PROMPTLY, status_code
-from .wait import wait_until
+from .wait import ASKS_THE_DAEMON, wait_until
 
 # A command that says it started, then holds until the scenario releases it
 # (or a minute passes, so that nothing a failed run leaves behind lives on).
@@ -131,8 +131,12 @@ def _last_job(world) -> str:
     return world.jobs.started[-1]
 
 
+# What a job's wait allows for each command it runs, beyond EVENTUALLY.
+SECONDS_PER_COMMAND = 0.05
+
+
 def _wait_for_status(target, job_id, status, timeout=EVENTUALLY) -> None:
-    assert wait_until(lambda: target.job(job_id).status == status, timeout), (
+    assert wait_until(lambda: target.job(job_id).status == status, timeout, ASKS_THE_DAEMON), (
         f"job {job_id} is {target.job(job_id).status!r}, expected {status!r}")
 
 
@@ -357,7 +361,10 @@ def answers_jobs_stopped(world, count):
 @when(parsers.parse('the job ends "{status}"'))
 @then(parsers.parse('the job ends "{status}"'))
 def job_ends(target, world, status):
-    _wait_for_status(target, _last_job(world), status)
+    # A job of many commands (a folder of N steps) gets time for each on top
+    # of the usual deadline: starting a process is slow on a loaded machine.
+    _wait_for_status(target, _last_job(world), status,
+                     EVENTUALLY + SECONDS_PER_COMMAND * world.marks.get("steps", 0))
 
 
 def _mark(world, unit: str, task: int, suffix: str) -> Path:
@@ -485,7 +492,7 @@ def health_not_healthy(target):
 def _turns_unhealthy(target):
     # Until Shutdown answers, nothing says it has reached the daemon: a
     # Health call sent after it may be served first, so wait for the turn.
-    assert wait_until(lambda: not _health(target).healthy, EVENTUALLY), (
+    assert wait_until(lambda: not _health(target).healthy, EVENTUALLY, ASKS_THE_DAEMON), (
         f"Health still answers healthy {EVENTUALLY:g} s after Shutdown was called")
 
 
@@ -647,7 +654,7 @@ def refused_or_answers_fit(target, world):
         return
     assert status.code == grpc.StatusCode.OK, f"StartJob answered {status}"
     job_id = response.job_id
-    assert wait_until(lambda: target.job(job_id).status in TERMINAL, EVENTUALLY), (
+    assert wait_until(lambda: target.job(job_id).status in TERMINAL, EVENTUALLY, ASKS_THE_DAEMON), (
         f"the job is still {target.job(job_id).status!r}")
     _, about = target.call("GetJobStatus", daemon_pb2.GetJobStatusRequest(job_id=job_id)).result(EVENTUALLY)
     assert about is not None and about.code == grpc.StatusCode.OK, f"GetJobStatus answered {about}"

@@ -9,16 +9,23 @@ from collections.abc import Callable
 # Re-check interval for conditions nobody signals. Waiting on an Event that is
 # never set yields the thread without busy-looping.
 _RECHECK = 0.002
+# The longest interval for a condition that asks the daemon (a call each
+# time): re-checked at first as often as any, then less, so that a long wait
+# does not load the daemon it waits on with hundreds of calls a second.
+ASKS_THE_DAEMON = 0.05
 _never = threading.Event()
 
 
-def wait_until(condition: Callable[[], object], timeout: float) -> bool:
-    """True as soon as condition() is truthy; False if the deadline passes."""
+def wait_until(condition: Callable[[], object], timeout: float, longest: float = _RECHECK) -> bool:
+    """True as soon as condition() is truthy; False if the deadline passes.
+    The interval between checks starts at 2 ms and doubles up to `longest`."""
     deadline = time.monotonic() + timeout
+    interval = _RECHECK
     while True:
         if condition():
             return True
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return bool(condition())
-        _never.wait(min(_RECHECK, remaining))
+        _never.wait(min(interval, remaining))
+        interval = min(interval * 2, longest)

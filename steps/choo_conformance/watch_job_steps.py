@@ -130,6 +130,33 @@ def watch_ends_within(world, seconds, code, details):
     _assert_status(world.watch(), code, details, seconds)
 
 
+def _assert_refused(watch, code: str, details: str | None = None, text: str | None = None):
+    """A refusal comes before any event, so the first event settles it: the
+    daemon accepted the watch (no waiting out a stream that never ends)."""
+    watch.wait_for_events(1, EVENTUALLY)  # returns at the first event or the end
+    sent = [e.sequence for e in watch.received()]
+    assert not sent, (f"expected the watch to be refused with {code}, but the daemon accepted it "
+                      f"and sent sequences {sent[:10]}")
+    status = watch.wait_for_status(0)
+    assert status is not None, f"the watch had neither ended nor received an event after {EVENTUALLY:g} s"
+    expected = status_code(code)
+    assert status.code == expected, f"expected {expected.name}, got {status}"
+    if details is not None:
+        assert status.details == details, f"expected details {details!r}, got {status.details!r}"
+    if text is not None:
+        assert text in status.details, f"details {status.details!r} do not mention {text!r}"
+
+
+@then(parsers.parse('the watch is refused with status {code} and details "{details}"'))
+def watch_refused_with_details(world, code, details):
+    _assert_refused(world.watch(), code, details=details)
+
+
+@then(parsers.parse('the watch is refused with status {code} and details mentioning "{text}"'))
+def watch_refused_mentioning(world, code, text):
+    _assert_refused(world.watch(), code, text=text)
+
+
 @then("the client received no events")
 def no_events(world):
     watch = world.watch()
