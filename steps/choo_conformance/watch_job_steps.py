@@ -95,13 +95,15 @@ def connection_fails(world, name):
 # -- Then -------------------------------------------------------------------
 
 
-def _assert_status(watch, code: str, details: str | None, timeout: float):
+def _assert_status(watch, code: str, details: str | None, timeout: float, text: str | None = None):
     status = watch.wait_for_status(timeout)
     assert status is not None, f"the watch had not ended after {timeout} s"
     expected = status_code(code)
     assert status.code == expected, f"expected {expected.name}, got {status}"
     if details is not None:
         assert status.details == details, f"expected details {details!r}, got {status.details!r}"
+    if text is not None:
+        assert text in status.details, f"details {status.details!r} do not name {text!r}"
 
 
 @then(parsers.parse('the watch ends with status {code} and details "{details}"'))
@@ -111,9 +113,7 @@ def watch_ends_with_details(world, code, details):
 
 @then(parsers.parse('the watch ends with status {code} and details naming "{text}"'))
 def watch_ends_naming(world, code, text):
-    _assert_status(world.watch(), code, None, EVENTUALLY)
-    details = world.watch().status.details
-    assert text in details, f"details {details!r} do not name {text!r}"
+    _assert_status(world.watch(), code, None, EVENTUALLY, text)
 
 
 @then(parsers.re(r"the watch ends with status (?P<code>[A-Z_]+)$"))
@@ -137,14 +137,8 @@ def _assert_refused(watch, code: str, details: str | None = None, text: str | No
     sent = [e.sequence for e in watch.received()]
     assert not sent, (f"expected the watch to be refused with {code}, but the daemon accepted it "
                       f"and sent sequences {sent[:10]}")
-    status = watch.wait_for_status(0)
-    assert status is not None, f"the watch had neither ended nor received an event after {EVENTUALLY:g} s"
-    expected = status_code(code)
-    assert status.code == expected, f"expected {expected.name}, got {status}"
-    if details is not None:
-        assert status.details == details, f"expected details {details!r}, got {status.details!r}"
-    if text is not None:
-        assert text in status.details, f"details {status.details!r} do not mention {text!r}"
+    assert watch.is_over(), f"the watch had neither ended nor received an event after {EVENTUALLY:g} s"
+    _assert_status(watch, code, details, 0, text)
 
 
 @then(parsers.parse('the watch is refused with status {code} and details "{details}"'))

@@ -65,6 +65,8 @@ CATALOGUE = (
     Mutant("not-found-internal", "an unknown job is INTERNAL, not NOT_FOUND", ("W2",),
            (Edit(f"{R}.watch:admit", "raise Refused(grpc.StatusCode.NOT_FOUND,",
                  "raise Refused(grpc.StatusCode.INTERNAL,"),)),
+    Mutant("negative-from-unchecked", "a negative from_sequence reaches the job store (UNKNOWN)", ("W11",),
+           (Edit(f"{R}.watch:admit", "    if request.from_sequence < 0:\n", "    if False:\n"),)),
     Mutant("ignores-from-sequence", "the watch subscribes from 0 whatever it was asked", ("W4", "W10"),
            (Edit(f"{R}.watch:_stream", "jobs.subscribe(job_id, from_sequence, watch.wake.set)",
                  "jobs.subscribe(job_id, 0, watch.wake.set)"),
