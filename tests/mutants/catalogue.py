@@ -67,6 +67,14 @@ CATALOGUE = (
                  "raise Refused(grpc.StatusCode.INTERNAL,"),)),
     Mutant("negative-from-unchecked", "a negative from_sequence reaches the job store (UNKNOWN)", ("W11",),
            (Edit(f"{R}.watch:admit", "    if request.from_sequence < 0:\n", "    if False:\n"),)),
+    Mutant("shutdown-checked-after-a-batch", "a watch that arrives during shutdown is served: "
+           "shutdown is checked only once a batch has been sent", ("W18",),
+           (Edit(f"{R}.watch:admit", "    if shutdown.is_set():\n", "    if False:\n"),
+            *_both_watch_loops(
+                "            if shutdown.is_set():\n                context.abort(",
+                "            if shutdown.is_set() and sent:\n                context.abort(",
+                "            if shutdown.is_set():\n                await context.abort(",
+                "            if shutdown.is_set() and sent:\n                await context.abort("))),
     Mutant("ignores-from-sequence", "the watch subscribes from 0 whatever it was asked", ("W4", "W10"),
            (Edit(f"{R}.watch:_stream", "jobs.subscribe(job_id, from_sequence, watch.wake.set)",
                  "jobs.subscribe(job_id, 0, watch.wake.set)"),
