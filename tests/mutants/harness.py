@@ -65,10 +65,10 @@ def run_one(mutant: Mutant, path: str, report_dir: Path) -> Outcome:
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     failed = [r["id"] for r in results.get("rules", []) if r["verdict"] == "FAIL"]
     catchers = tuple(s["id"] for s in results.get("scenarios", []) if s["verdict"] == "FAIL")
+    detail = (run.stdout[-1500:] + run.stderr[-1500:]).strip()
     if mutant.stays_correct:
         if run.returncode == 0 and failed == []:
             return Outcome(mutant.name, path, "passed", failed, seconds)
-        detail = (run.stdout[-1500:] + run.stderr[-1500:]).strip()
         return Outcome(mutant.name, path, "failed a correct variant", failed, seconds, detail,
                        failed_scenarios=catchers)
     if run.returncode == 1 and set(failed) & set(mutant.rules):
@@ -76,7 +76,6 @@ def run_one(mutant: Mutant, path: str, report_dir: Path) -> Outcome:
     verdict = "survived" if run.returncode == 0 else "no verdict"
     if run.returncode == 1:
         verdict = "survived"  # it failed, but not by the rules that should catch it
-    detail = (run.stdout[-1500:] + run.stderr[-1500:]).strip()
     return Outcome(mutant.name, path, verdict, failed, seconds, detail)
 
 
