@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: conformance test check venv wheels proto bench repeat mutants clean interop interop-tools interop-proto
+.PHONY: conformance test check venv wheels proto bench repeat mutants foreign clean interop interop-tools interop-proto
 
 # The three parts of the repository, installed editable: the wire contract,
 # the reference daemon and the suite (see pyproject.toml).
@@ -34,11 +34,12 @@ conformance: $(STAMP)
 	exit $$status
 
 ## Every test: the checks, then unit, property, stress, crash, the feature
-## files, the runner, and the suite installed from its wheels, spread over
-## TEST_WORKERS processes (which tests share one: conftest.py). Three, even
-## on two cores: some tests mostly wait out deadlines, and the others use
-## the cores meanwhile.
-TEST_WORKERS ?= 3
+## files, the runner, the suite installed from its wheels, a sample of the
+## mutants and of the foreign daemon's runs (all of them: make mutants, make
+## foreign), spread over TEST_WORKERS processes (which tests share one, and
+## which go first: conftest.py). Four, even on two cores: some tests mostly
+## wait out deadlines, and the others use the cores meanwhile.
+TEST_WORKERS ?= 4
 test: check
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadscope
 
@@ -65,6 +66,12 @@ proto: $(STAMP)
 ## suite lets one survive (docs/SUITE_POWER.md).
 mutants: $(STAMP)
 	PYTHONPATH=$(CURDIR) $(PY) -m tests.mutants $(ARGS)
+
+## The suite against the foreign daemon (tests/foreign_daemon/), every run:
+## make test's, and the volume scenarios in both profiles with the defect
+## that only they catch (about 3 CPU-minutes; tests/test_foreign_daemon.py).
+foreign: $(STAMP)
+	CHOO_FOREIGN_RUNS=all $(PY) -m pytest -q tests/test_foreign_daemon.py
 
 ## The feature files 50 times in a row: the flakiness check. -c: the repository's
 ## configuration (and so its conftest.py), not the suite package's own pytest.ini.

@@ -3,7 +3,9 @@
 
 `make test` spreads the tests over several processes (pytest-xdist, `--dist
 loadscope`): each test goes to whichever process is free, except the files
-named below, whose tests run in one process, one after another."""
+named below, whose tests run in one process, one after another. Those
+files go out first, then the tests marked `long`, then the rest: a long
+test handed out last would keep its process busy after the others end."""
 
 from __future__ import annotations
 
@@ -20,6 +22,12 @@ SHARED_PROCESS = {
     "tests/test_wheel.py": "wheel",
     "tests/test_interop.py": "interop",
 }
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # After any shuffling plugin: a stable sort keeps its order otherwise.
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)
 
 
 @pytest.hookimpl(optionalhook=True)

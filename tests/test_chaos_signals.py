@@ -25,6 +25,7 @@ pytestmark = pytest.mark.slow
 TRIALS = 8
 
 
+@pytest.mark.long
 def test_every_sigterm_starts_the_shutdown_at_random_moments(tmp_path):
     """Jobs start and finish units while the signal comes: threads of every
     kind are busy, and the signal may be taken by any of them."""
@@ -82,6 +83,7 @@ def test_a_second_sigterm_stops_the_jobs_by_force(tmp_path):
         daemon.kill()
 
 
+@pytest.mark.long
 def test_every_call_after_shutdown_answered_is_unavailable(tmp_path):
     tasks = write_tasks(tmp_path / "tasks", {"a": ([], ["true"])})
     start = daemon_pb2.StartJobRequest(tasks_dir=str(tasks), target_branch="main",

@@ -16,6 +16,7 @@ from choo_conformance.process import DaemonProcess
 from choo_conformance.wait import wait_until
 
 
+@pytest.mark.long
 def test_passing_rules_exit_0_with_every_report(tmp_path):
     verdict = conformance(tmp_path, "--rules", "W3,W11,W10")
     assert verdict.code == 0, verdict.output()
@@ -39,6 +40,24 @@ def test_passing_rules_exit_0_with_every_report(tmp_path):
             "event[from=0, expected=1-6]"] in scenario_ids
 
 
+
+def test_pytest_plugins_installed_beside_the_suite_do_not_change_what_runs(tmp_path):
+    # A plugin any distribution in the environment could register (an
+    # implementer's own, pytest-randomly, ...): the suite loads only its own.
+    site = tmp_path / "site"
+    (site / "stray_plugin-1.0.dist-info").mkdir(parents=True)
+    (site / "stray_plugin-1.0.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: stray-plugin\nVersion: 1.0\n")
+    (site / "stray_plugin-1.0.dist-info" / "entry_points.txt").write_text(
+        "[pytest11]\nstray = stray_plugin\n")
+    (site / "stray_plugin.py").write_text(
+        "def pytest_runtest_setup(item):\n"
+        "    raise RuntimeError('a plugin the suite never asked for ran')\n")
+    verdict = conformance(tmp_path / "report", "--rules", "W1",
+                          env={"PYTHONPATH": f"{ROOT}:{site}"})
+    assert verdict.code == 0, verdict.output()
+    assert verdict.rules == {"W1": "PASS"}
+
 # The reference with a W8 bug: a terminal job watched from 0 replays its history.
 W8_BUG = ("--implementation", "tests.mutants.implementation")
 W8_BUG_ENV = {"CHOO_MUTANT": "terminal-from-zero-replays"}
@@ -53,6 +72,7 @@ def test_a_failing_rule_exits_1_and_names_what_differed(tmp_path):
     assert all(s["detail"] for s in failed)
 
 
+@pytest.mark.long
 def test_a_failure_found_in_clean_up_counts_against_its_rule(tmp_path):
     # One scenario: each that leaves a subscription open waits out the
     # clean-up's deadline.
@@ -65,6 +85,7 @@ def test_a_failure_found_in_clean_up_counts_against_its_rule(tmp_path):
                            for d in details), details
 
 
+@pytest.mark.long
 def test_known_failing_patterns(tmp_path):
     known = tmp_path / "known-failing.txt"
     known.write_text(
@@ -89,6 +110,7 @@ def test_known_failing_patterns(tmp_path):
     assert verdict.rules == {"W8": "XFAIL", "W3": "PASS"}
 
 
+@pytest.mark.long
 def test_a_daemon_slow_to_begin_shutting_down_passes_r8(tmp_path):
     # Until Shutdown answers, the client cannot know it has arrived: a
     # Health call sent after it may be answered first, and healthy.
@@ -120,7 +142,9 @@ def test_a_known_flaky_scenario_is_retried_and_never_fails_the_run(tmp_path):
     (("--tags", "W1 and and"), "could not be collected"),
     (("--implementation", "no_such_module"), "cannot import 'no_such_module'"),
     (("--server-cmd", f"{sys.executable} -c 'raise SystemExit(3)'"), "did not answer Health"),
-    (("--target", "unix:///nonexistent/daemon.sock"), "no daemon answers Health"),
+    # Waits out the 10 s Health deadline.
+    pytest.param(("--target", "unix:///nonexistent/daemon.sock"), "no daemon answers Health",
+                 marks=pytest.mark.long),
 ])
 def test_no_verdict_exits_2(tmp_path, args, says):
     verdict = conformance(tmp_path, *args)
@@ -173,6 +197,7 @@ HANGING = f"{sys.executable} {ROOT / 'tests' / 'hanging_daemon.py'}"
 
 
 @pytest.mark.slow
+@pytest.mark.long
 @pytest.mark.parametrize("hang, rule, tags, scenario_timeout, says", [
     # The call's own deadline (10 s) comes first. One scenario: each waits
     # out that deadline.
@@ -196,6 +221,7 @@ def test_a_hanging_daemon_fails_its_rule_in_time_and_leaves_nothing(tmp_path, ha
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_a_pytest_process_that_stops_answering_is_stopped_and_the_run_goes_on(tmp_path):
     verdict = conformance(tmp_path, "--rules", "W11,W9", "--scenario-timeout", "3",
                           "--implementation", "tests.runner_doubles:deaf_once",
@@ -208,6 +234,7 @@ def test_a_pytest_process_that_stops_answering_is_stopped_and_the_run_goes_on(tm
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_the_run_time_limit_fails_the_scenario_it_stops_and_lists_the_rest(tmp_path):
     verdict = conformance(tmp_path, "--rules", "W9,W11", "--timeout", "20", "--scenario-timeout", "60",
                           "--implementation", "tests.runner_doubles:deaf_once",

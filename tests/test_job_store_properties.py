@@ -8,6 +8,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -214,7 +215,7 @@ class FeedMachine(RuleBasedStateMachine):
 
 
 FeedMachine.TestCase.settings = SETTINGS
-TestFeedMachine = FeedMachine.TestCase
+TestFeedMachine = pytest.mark.long(FeedMachine.TestCase)
 
 
 @SETTINGS

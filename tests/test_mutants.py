@@ -26,6 +26,7 @@ FAST = [("empty-id-looked-up", IN_PROCESS), ("from-exclusive", IN_PROCESS),
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_the_suite_kills_a_few_mutants_and_passes_a_correct_variant(tmp_path):
     with ThreadPoolExecutor(max_workers=len(FAST)) as pool:
         outcomes = list(pool.map(lambda job: run_one(BY_NAME[job[0]], job[1], tmp_path), FAST))

@@ -1,13 +1,16 @@
 """`make test` runs the tests in several processes (pytest-xdist); the
 repository's conftest.py keeps the tests of some files in one, so that
 their module fixtures (the foreign daemon's runs, the wheels built in the
-source tree, the interop tools) run once."""
+source tree, the interop tools) run once, and hands out the tests marked
+`long` before the others."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import SHARED_PROCESS, pytest_xdist_make_scheduler
+import pytest
+
+from conftest import SHARED_PROCESS, pytest_collection_modifyitems, pytest_xdist_make_scheduler
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -44,3 +47,17 @@ def test_every_file_named_exists():
 
 def test_other_ways_of_spreading_are_left_to_xdist():
     assert pytest_xdist_make_scheduler(_Options("load"), None) is None
+
+
+class _Item:
+    def __init__(self, name: str, long: bool) -> None:
+        self.name, self._long = name, long
+
+    def get_closest_marker(self, name: str):
+        return pytest.mark.long.mark if name == "long" and self._long else None
+
+
+def test_long_tests_come_first_and_the_order_is_otherwise_kept():
+    items = [_Item("a", False), _Item("b", True), _Item("c", False), _Item("d", True)]
+    pytest_collection_modifyitems(items)
+    assert [item.name for item in items] == ["b", "d", "a", "c"]

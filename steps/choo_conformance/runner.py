@@ -18,6 +18,7 @@ counts the scenario it was in as failed, and goes on with the next.
 from __future__ import annotations
 
 import contextlib
+import os
 import shlex
 import signal
 import subprocess
@@ -161,13 +162,23 @@ def _settle_profile(options: Options, serves_control) -> None:
             "profile (--profile black-box, or no --profile)")
 
 
+def pytest_environment() -> dict[str, str]:
+    """The pytest process's environment: the runner's, with pytest's plugin
+    autoloading off, so that only the suite's own plugins (named in
+    pytest_command) run, whatever else is installed beside it (pytest-randomly
+    reordering scenarios, an implementer's own plugin); it also spares each
+    run importing them."""
+    return {**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
+
+
 def pytest_command(options: Options, progress: Path, skip_done: Path | None,
                    nodeids: list[str] | None = None) -> list[str]:
     command = [
         sys.executable, "-P", "-m", "pytest",
         *([_absolute(n) for n in nodeids] if nodeids
           else [str(PACKAGE / "scenarios" / "test_features.py")]),
-        "-c", str(PACKAGE / "pytest.ini"), "-p", "choo_conformance.plugin", "-q",
+        "-c", str(PACKAGE / "pytest.ini"), "-p", "pytest_bdd.plugin", "-p", "choo_conformance.plugin",
+        "-q",
         f"--choo-progress={progress}", f"--scenario-timeout={options.scenario_timeout:g}",
         f"--profile={options.effective_profile()}",
     ]
@@ -265,7 +276,8 @@ class _Run:
             log.write(f"$ {shlex.join(command)}\n".encode())
             log.flush()
             proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)
+                                    stdin=subprocess.DEVNULL, start_new_session=True,
+                                    env=pytest_environment())
         reader = ProgressReader(str(progress))
         stopped_for = None
         try:
