@@ -16,6 +16,12 @@ $(STAMP): pyproject.toml proto/pyproject.toml reference_server/pyproject.toml
 	$(PY) -m pip install --quiet -e ./proto -e ./reference_server -e '.[dev]'
 	touch $(STAMP)
 
+# The tests and runs start hundreds of Python processes: each should read
+# the bytecode compiled once (make test compiles it first; pytest keeps its
+# rewritten test modules) rather than compile the same modules again, even
+# where the environment asks Python not to write bytecode.
+unexport PYTHONDONTWRITEBYTECODE
+
 REFERENCE_DAEMON := $(CURDIR)/$(VENV)/bin/choo-ref daemon --socket {socket} --db {db}
 
 ## The suite against the reference implementation: in process, over a real
@@ -41,6 +47,7 @@ conformance: $(STAMP)
 ## wait out deadlines, and the others use the cores meanwhile.
 TEST_WORKERS ?= 4
 test: check
+	$(PY) -m compileall -q proto/choo reference_server/choo_reference steps tests conftest.py
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadscope
 
 ## The linter, the type checker, and the layering contract (pyproject.toml).
