@@ -9,11 +9,13 @@ STAMP := $(VENV)/.installed
 .PHONY: conformance test check venv wheels proto bench repeat mutants foreign clean interop interop-tools interop-proto
 
 # The three parts of the repository, installed editable: the wire contract,
-# the reference daemon and the suite (see pyproject.toml).
+# the reference daemon and the suite (see pyproject.toml). Built by the one
+# setuptools installed here first, not in a fresh build environment each
+# (about 10 s less on a fresh clone).
 $(STAMP): pyproject.toml proto/pyproject.toml reference_server/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ./proto -e ./reference_server -e '.[dev]'
+	$(PY) -m pip install --quiet --upgrade pip 'setuptools>=68'
+	$(PY) -m pip install --quiet --no-build-isolation -e ./proto -e ./reference_server -e '.[dev]'
 	touch $(STAMP)
 
 # The tests and runs start hundreds of Python processes: each should read
