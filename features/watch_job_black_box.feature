@@ -28,7 +28,7 @@ Feature: WatchJob, checked through DaemonService alone
 
     Scenario: A watcher of a running job gets every event, in order, up to the job's last, then OK
       When a client starts a job on "three steps"
-      And a client watches that job from sequence 0
+      And a client watches that job from sequence 1
       And the commands "a", "b" and "c" are released one after another
       Then the job ends "completed"
       And the watch ends OK with sequences from 1 to the job's last, contiguous
@@ -47,8 +47,8 @@ Feature: WatchJob, checked through DaemonService alone
 
     Scenario: A client that cancels ends its watch at once; the daemon serves the others
       When a client starts a job on "three steps"
-      And client "leaving" watches that job from sequence 0
-      And client "staying" watches that job from sequence 0
+      And client "leaving" watches that job from sequence 1
+      And client "staying" watches that job from sequence 1
       And the command "a" is running
       And client "leaving" cancels its watch
       Then the watch of client "leaving" ends CANCELLED within 1 second
@@ -62,8 +62,8 @@ Feature: WatchJob, checked through DaemonService alone
 
     Scenario: A client that drops its connection mid-stream does not disturb the others
       When a client starts a job on "three steps"
-      And client "dropper" watches that job from sequence 0
-      And client "steady" watches that job from sequence 0
+      And client "dropper" watches that job from sequence 1
+      And client "steady" watches that job from sequence 1
       And the command "a" is running
       And the transport of client "dropper" stops accepting messages
       And the commands "a" and "b" are released one after another
@@ -154,8 +154,8 @@ Feature: WatchJob, checked through DaemonService alone
     Scenario: A stalled watcher blocks neither the job nor the other watchers
       Given a tasks folder "busy" with 6 units of 200 steps that each print a line
       When a client starts a job on "busy" behind a gate
-      And client "stalled" watches that job from sequence 0
-      And client "live" watches that job from sequence 0
+      And client "stalled" watches that job from sequence 1
+      And client "live" watches that job from sequence 1
       And the transport of client "stalled" stops accepting messages
       And the gate is released
       Then the job ends "completed"
@@ -169,7 +169,7 @@ Feature: WatchJob, checked through DaemonService alone
 
     Scenario: Many watchers of one job each see the identical sequence
       When a client starts a job on "three steps"
-      And 20 clients watch that job from sequence 0
+      And 20 clients watch that job from sequence 1
       And the commands "a", "b" and "c" are released one after another
       Then the job ends "completed"
       And every one of the 20 clients receives every event of the job, identical in every field, and ends OK

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.mutants.catalogue import BY_NAME, CATALOGUE, DAEMON, IN_PROCESS
+from tests.mutants.catalogue import BLACK_BOX, BY_NAME, CATALOGUE, DAEMON, IN_PROCESS
 from tests.mutants.harness import run_one
 
 
@@ -20,9 +20,10 @@ def test_every_mutant_still_applies_to_the_reference(mutant):
 
 
 # A few that run quickly, both paths between them, and the correct variant
-# on both: a daemon slow to take up a watch is still correct.
+# on every path: a daemon slow to take up a watch is still correct.
 FAST = [("empty-id-looked-up", IN_PROCESS), ("from-exclusive", IN_PROCESS),
-        ("not-found-internal", DAEMON), ("late-take-up", IN_PROCESS), ("late-take-up", DAEMON)]
+        ("not-found-internal", DAEMON), ("late-take-up", IN_PROCESS), ("late-take-up", DAEMON),
+        ("late-take-up", BLACK_BOX)]
 
 
 @pytest.mark.slow

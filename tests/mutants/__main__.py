@@ -12,20 +12,20 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from .catalogue import BY_NAME, CATALOGUE, DAEMON, IN_PROCESS
+from .catalogue import BY_NAME, CATALOGUE, PATHS
 from .harness import run_all
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="make mutants", description=__doc__.splitlines()[0])
     parser.add_argument("--only", help="comma-separated mutant names")
-    parser.add_argument("--path", choices=(IN_PROCESS, DAEMON))
+    parser.add_argument("--path", choices=PATHS)
     parser.add_argument("--repeat", type=int, default=1, help="runs of each, for catch rates")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--report", type=Path, default=None)
     args = parser.parse_args()
     mutants = [BY_NAME[n] for n in args.only.split(",")] if args.only else list(CATALOGUE)
-    paths = (args.path,) if args.path else (IN_PROCESS, DAEMON)
+    paths = (args.path,) if args.path else PATHS
     report = args.report or Path(tempfile.mkdtemp(prefix="mutants-"))
     started = time.monotonic()
     tally: dict[tuple[str, str], list[bool]] = defaultdict(list)

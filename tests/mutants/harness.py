@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from .catalogue import DAEMON, IN_PROCESS, Mutant
+from .catalogue import BLACK_BOX, IN_PROCESS, PATHS, Mutant
 
 ROOT = Path(__file__).resolve().parents[2]
 # The suite's own clock fails a hung scenario long before this.
@@ -52,6 +52,8 @@ def run_one(mutant: Mutant, path: str, report_dir: Path) -> Outcome:
     else:
         daemon = shlex.join([sys.executable, "-m", "tests.mutants.daemon", mutant.name])
         command += ["--server-cmd", f"{daemon} --socket {{socket}} --db {{db}}"]
+        if path == BLACK_BOX:
+            command += ["--profile", "black-box"]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "CHOO_MUTANT": mutant.name}
     started = time.monotonic()
     try:
@@ -81,7 +83,7 @@ def run_one(mutant: Mutant, path: str, report_dir: Path) -> Outcome:
 
 def run_all(mutants: list[Mutant], paths: tuple[str, ...], report_dir: Path, workers: int = 2,
             on_outcome=None) -> list[Outcome]:
-    jobs = [(m, p) for m in mutants for p in (IN_PROCESS, DAEMON) if p in paths and p in m.paths]
+    jobs = [(m, p) for m in mutants for p in PATHS if p in paths and p in m.paths]
     outcomes: list[Outcome] = []
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for outcome in pool.map(lambda job: run_one(job[0], job[1], report_dir), jobs):
