@@ -118,6 +118,7 @@ else:
     BLACK_BOX_CORRECT = "(black_box or watch_job_daemon) and not volume"
     HEAVY_RUNS, LONG_RUNS = (), ("correct/rest", "black-box/correct")
 
+
 def _server_cmd(bugs=(), control: bool = True) -> str:
     flags = "".join(f" --bug {bug}" for bug in bugs) + ("" if control else " --no-control")
     return f"{sys.executable} {SERVER} --socket {{socket}} --db {{db}}{flags}"

@@ -177,8 +177,8 @@ def pytest_command(options: Options, progress: Path, skip_done: Path | None,
         sys.executable, "-P", "-m", "pytest",
         *([_absolute(n) for n in nodeids] if nodeids
           else [str(PACKAGE / "scenarios" / "test_features.py")]),
-        "-c", str(PACKAGE / "pytest.ini"), "-p", "pytest_bdd.plugin", "-p", "choo_conformance.plugin",
-        "-q",
+        "-c", str(PACKAGE / "pytest.ini"), "-q",
+        "-p", "pytest_bdd.plugin", "-p", "choo_conformance.plugin",
         f"--choo-progress={progress}", f"--scenario-timeout={options.scenario_timeout:g}",
         f"--profile={options.effective_profile()}",
     ]
