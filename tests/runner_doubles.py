@@ -5,6 +5,7 @@ named by CHOO_TEST_FLAG: the first process to find it missing creates it."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import threading
@@ -85,3 +86,23 @@ def _late_shutdown_daemon(data_dir):
 
 late_shutdown = SimpleNamespace(daemon=_late_shutdown_daemon,
                                 watch_servicer=in_process.watch_servicer)
+
+
+def _late_second_watch_servicer(job_manager):
+    """Correct, but slow to take up its second watch: it starts serving 1.5 s
+    after the call arrives, as a loaded daemon might."""
+    servicer, begin_shutdown = in_process.watch_servicer(job_manager)
+    watch = servicer.WatchJob
+    calls = itertools.count()
+
+    def late(request, context):
+        if next(calls) == 1:
+            threading.Event().wait(1.5)
+        yield from watch(request, context)
+
+    servicer.WatchJob = late
+    return servicer, begin_shutdown
+
+
+late_second_watch = SimpleNamespace(daemon=in_process.daemon,
+                                    watch_servicer=_late_second_watch_servicer)

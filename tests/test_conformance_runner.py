@@ -120,6 +120,15 @@ def test_a_daemon_slow_to_begin_shutting_down_passes_r8(tmp_path):
     assert verdict.rules == {"R8": "PASS"}
 
 
+def test_a_watch_taken_up_late_fails_no_scripted_scenario(tmp_path):
+    # Correct, but 1.5 s late to serve its second watch: W7's scenario opens
+    # two and judges the first one's release while the second may not have
+    # subscribed yet.
+    verdict = conformance(tmp_path, "--tags", "scripted", "--implementation",
+                          "tests.runner_doubles:late_second_watch")
+    assert verdict.code == 0, verdict.output()
+
+
 def test_a_known_flaky_scenario_is_retried_and_never_fails_the_run(tmp_path):
     flaky = tmp_path / "known-flaky.txt"
     flaky.write_text("W1/watch_job/*\n")

@@ -215,8 +215,14 @@ def handler_returns_non_ok(target, world, name, seconds):
 def subscription_of_released(jobs_double, world, name):
     # The double cannot tell which client a subscription serves; every other
     # client is still watching, so exactly one released subscription (and one
-    # open one for each other client) means it was this client's.
+    # open one for each other client) means it was this client's. Another
+    # client's watch may not have been taken up yet (a daemon serves a call
+    # some time after it arrives, later on a loaded machine): its
+    # subscription is waited for as long as a take-up may take.
     others = len(world.watches) - 1
+    assert wait_until(lambda: len(jobs_double.subscriptions) > others, EVENTUALLY), (
+        f"{len(jobs_double.subscriptions)} subscriptions after {EVENTUALLY:g} s, "
+        f"for {others + 1} watches of the job")
     assert wait_until(
         lambda: len(jobs_double.subscriptions) - len(jobs_double.open_subscriptions()) == 1,
         PROMPTLY,
