@@ -279,8 +279,8 @@ def test_a_batch_of_any_size_is_stored_whole_and_in_order(db_path, count):
 
 def test_a_large_batch_is_written_in_a_few_statements(store):
     # Each statement SQLite runs lets go of the GIL, and on the daemon the
-    # event loop takes it and hands it back: a statement per row cost the
-    # daemon 10-25 us of CPU more per delivered event (docs/PERFORMANCE.md).
+    # event loop takes it and hands it back: a statement per row made every
+    # recorded event cost such a hand-off (docs/PERFORMANCE.md).
     store.create_job("j")
     statements: list[str] = []
     store._log._writer.set_trace_callback(statements.append)

@@ -136,9 +136,9 @@ _MAX_IDLE_READERS = 8
 
 # Events are inserted up to this many rows per statement. SQLite lets go of
 # the GIL for each statement it runs, and on the daemon the event loop takes
-# it and hands it back: a statement per row cost 10-25 us of CPU per event
-# delivered (docs/PERFORMANCE.md). 128 rows of 6 values stay under the 999
-# variables a statement may have before SQLite 3.32.
+# it and hands it back: a statement per row made every recorded event cost
+# such a hand-off (docs/PERFORMANCE.md). 128 rows of 6 values stay under the
+# 999 variables a statement may have before SQLite 3.32.
 _ROWS_PER_INSERT = 128
 _EVENT_COLUMNS = 6
 
