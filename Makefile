@@ -22,7 +22,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml proto/pyproject.toml reference_server/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv --without-pip $(VENV)
 	$(PYTHON) -m pip --python $(PY) install --quiet --no-compile --upgrade pip 'setuptools>=68' \
-		|| { $(PY) -m ensurepip --upgrade \
+		|| { $(PY) -m ensurepip --upgrade >/dev/null \
 		     && $(PY) -m pip install --quiet --no-compile --upgrade pip 'setuptools>=68'; }
 	$(PY) -m pip install --quiet --no-compile --no-build-isolation \
 		-e ./proto -e ./reference_server -e '.[dev]'
