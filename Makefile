@@ -19,11 +19,11 @@ STAMP := $(VENV)/.installed
 #   environment each;
 # - nothing is compiled to bytecode at install: Python compiles a module the
 #   first time it is imported, and most of what is installed never is.
+PIP_AND_SETUPTOOLS := install --quiet --no-compile --upgrade pip 'setuptools>=68'
 $(STAMP): pyproject.toml proto/pyproject.toml reference_server/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv --without-pip $(VENV)
-	$(PYTHON) -m pip --python $(PY) install --quiet --no-compile --upgrade pip 'setuptools>=68' \
-		|| { $(PY) -m ensurepip --upgrade >/dev/null \
-		     && $(PY) -m pip install --quiet --no-compile --upgrade pip 'setuptools>=68'; }
+	$(PYTHON) -m pip --python $(PY) $(PIP_AND_SETUPTOOLS) \
+		|| { $(PY) -m ensurepip --upgrade >/dev/null && $(PY) -m pip $(PIP_AND_SETUPTOOLS); }
 	$(PY) -m pip install --quiet --no-compile --no-build-isolation \
 		-e ./proto -e ./reference_server -e '.[dev]'
 	touch $(STAMP)
