@@ -40,7 +40,6 @@ def test_passing_rules_exit_0_with_every_report(tmp_path):
             "event[from=0, expected=1-6]"] in scenario_ids
 
 
-
 def test_pytest_plugins_installed_beside_the_suite_do_not_change_what_runs(tmp_path):
     # A plugin any distribution in the environment could register (an
     # implementer's own, pytest-randomly, ...): the suite loads only its own.
@@ -57,6 +56,7 @@ def test_pytest_plugins_installed_beside_the_suite_do_not_change_what_runs(tmp_p
                           env={"PYTHONPATH": f"{ROOT}:{site}"})
     assert verdict.code == 0, verdict.output()
     assert verdict.rules == {"W1": "PASS"}
+
 
 # The reference with a W8 bug: a terminal job watched from 0 replays its history.
 W8_BUG = ("--implementation", "tests.mutants.implementation")
