@@ -1,6 +1,7 @@
-"""Chaos: a StartJob whose client gave up while it waited. No job is created
-for a call whose deadline has passed, so a client that retries never gets
-two (row 13 of the hardening issue)."""
+"""Chaos: calls whose client gave up while they were served. No job is
+created for a StartJob whose deadline has passed, so a client that retries
+never gets two (row 13 of the hardening issue); a watch whose deadline
+passes while its events wait to be sent ends without an error in the log."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ import time
 
 import grpc
 import grpc_testing
-from test_daemon_process import write_tasks
+from chaos_support import DEADLINE_S, log_of, start_daemon, stubs
+from test_daemon_process import wait_until, write_tasks
 
-from choo.v1 import daemon_pb2
+from choo.conformance.v1 import control_pb2
+from choo.v1 import daemon_pb2, daemon_pb2_grpc
 from choo_reference.job_store import JobStore
 from choo_reference.orchestrator import Orchestrator
 from choo_reference.servicer import DaemonServicer
@@ -71,3 +74,39 @@ def test_no_job_is_created_for_a_call_whose_deadline_passed(tmp_path):
             assert store.list_jobs() == []
         finally:
             orchestrator.shutdown(False, 0)
+
+
+def test_a_watch_whose_deadline_passes_mid_send_ends_without_an_error(tmp_path):
+    # More than HTTP/2 flow control lets the daemon send to a client that does
+    # not read: the daemon is waiting to write when the deadline passes.
+    payload = '"' + "p" * 4000 + '"'
+    daemon = start_daemon("--conformance-control")
+    try:
+        with grpc.insecure_channel(daemon.address) as channel:
+            service, control = stubs(channel)
+            job_id = control.CreateJob(control_pb2.CreateJobRequest(job_id="backlog",
+                                                                    status="running"),
+                                       timeout=DEADLINE_S).job_id
+            for _ in range(10):
+                control.AppendEvents(control_pb2.AppendEventsRequest(
+                    job_id=job_id, events=[control_pb2.EventSpec(event_type="x",
+                                                                 payload_json=payload)] * 500),
+                    timeout=DEADLINE_S)
+            with grpc.insecure_channel(daemon.address) as watcher:
+                watch = daemon_pb2_grpc.DaemonServiceStub(watcher).WatchJob(
+                    daemon_pb2.WatchJobRequest(job_id=job_id), timeout=1.0)
+                next(watch)
+                assert watch.code() == grpc.StatusCode.DEADLINE_EXCEEDED  # waits for the end
+
+            def released() -> bool:
+                subscriptions = control.ListSubscriptions(
+                    control_pb2.ListSubscriptionsRequest(job_id=job_id), timeout=DEADLINE_S)
+                return not any(s.open for s in subscriptions.subscriptions)
+
+            wait_until(released, DEADLINE_S, what="the watch's subscription to be released")
+            service.Shutdown(daemon_pb2.ShutdownRequest(wait_for_jobs=False), timeout=DEADLINE_S)
+        assert daemon.wait_exit(DEADLINE_S) == 0
+        # Only now is everything the daemon would log about that watch written.
+        assert "Traceback" not in log_of(daemon), log_of(daemon)[-3000:]
+    finally:
+        daemon.close()

@@ -109,8 +109,15 @@ async def watch_job_async(jobs: JobManager, shutdown: ShutdownSignal, waker: Loo
                 await waiting.future
                 waiting.future = None
                 continue
-            for event in events:
-                await write(event_to_wire(event))
+            try:
+                for event in events:
+                    await write(event_to_wire(event))
+            except grpc.aio.InternalError:
+                # A send fails only when the call has ended under it: its
+                # deadline passed, or the client went away, while the event
+                # waited to be sent (gRPC may not have said so to the context
+                # yet). Nobody is left to answer; it is no fault of the daemon.
+                return
             sent += len(events)
             last = events[-1].sequence
     finally:

@@ -104,10 +104,10 @@ CATALOGUE = (
            _both_watch_loops(
                "yield event_to_proto(event)",
                "yield event_to_proto(__import__('dataclasses').replace(event, sequence=sent + 1))",
-               "            for event in events:\n"
-               "                await write(event_to_wire(event))\n",
-               "            for i, event in enumerate(events):\n"
-               "                await write(event_to_wire(__import__('dataclasses').replace("
+               "                for event in events:\n"
+               "                    await write(event_to_wire(event))\n",
+               "                for i, event in enumerate(events):\n"
+               "                    await write(event_to_wire(__import__('dataclasses').replace("
                "event, sequence=sent + i + 1)))\n")),
     Mutant("renumbered-from-from-sequence", "replayed events are numbered from_sequence + i "
            "(so a watch from 0 starts at 0)",
@@ -116,10 +116,10 @@ CATALOGUE = (
                "yield event_to_proto(event)",
                "yield event_to_proto(__import__('dataclasses').replace("
                "event, sequence=from_sequence + sent))",
-               "            for event in events:\n"
-               "                await write(event_to_wire(event))\n",
-               "            for i, event in enumerate(events):\n"
-               "                await write(event_to_wire(__import__('dataclasses').replace("
+               "                for event in events:\n"
+               "                    await write(event_to_wire(event))\n",
+               "                for i, event in enumerate(events):\n"
+               "                    await write(event_to_wire(__import__('dataclasses').replace("
                "event, sequence=request.from_sequence + sent + i)))\n")),
     Mutant("from-exclusive", "from_sequence is exclusive: a watch starts after it", ("W10",),
            (Edit(f"{R}.job_store:_Feed.__init__", "self._cursor = max(from_sequence, 1)",
