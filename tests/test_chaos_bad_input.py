@@ -33,7 +33,7 @@ MAX_DETAILS_BYTES = 2 * 1024
 def daemon():
     process = start_daemon("--conformance-control")
     yield process
-    process.stop()
+    process.close()
 
 
 @pytest.fixture(scope="module")

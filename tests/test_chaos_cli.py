@@ -43,21 +43,21 @@ def test_bad_arguments_get_one_clear_line(args, expected):
 
 
 def test_a_socket_path_too_long_for_unix_sockets_is_refused_and_nothing_is_created():
-    folder = short_dir()
-    socket = folder / ("s" * 120) / "d.sock"
-    expected = (f"the socket path {socket} is {len(str(socket))} bytes long; "
-                "Unix socket paths can be at most 107 bytes")
-    line = error_line(choo_ref("daemon", "--socket", str(socket),
-                               "--db", str(folder / "d" / "d.db")))
-    assert expected in line
-    assert sorted(folder.iterdir()) == []
-    assert expected in error_line(choo_ref("health", "--socket", str(socket)))
+    with short_dir() as folder:
+        socket = folder / ("s" * 120) / "d.sock"
+        expected = (f"the socket path {socket} is {len(str(socket))} bytes long; "
+                    "Unix socket paths can be at most 107 bytes")
+        line = error_line(choo_ref("daemon", "--socket", str(socket),
+                                   "--db", str(folder / "d" / "d.db")))
+        assert expected in line
+        assert sorted(folder.iterdir()) == []
+        assert expected in error_line(choo_ref("health", "--socket", str(socket)))
 
 
 def test_a_database_where_none_can_be_made_is_named_and_nothing_is_created():
-    folder = short_dir()
-    line = error_line(choo_ref("daemon", "--socket", str(folder / "run" / "d.sock"),
-                               "--db", "/proc/x.db"))
-    assert "cannot use the database /proc/x.db" in line
-    assert ".lock" not in line
-    assert sorted(folder.iterdir()) == []
+    with short_dir() as folder:
+        line = error_line(choo_ref("daemon", "--socket", str(folder / "run" / "d.sock"),
+                                   "--db", "/proc/x.db"))
+        assert "cannot use the database /proc/x.db" in line
+        assert ".lock" not in line
+        assert sorted(folder.iterdir()) == []

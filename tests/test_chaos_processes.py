@@ -89,7 +89,7 @@ def test_forced_stop_and_shutdown_leave_no_command_running(tmp_path, pidfiles):
         assert daemon.proc.wait(DEADLINE_S) == 0
         assert not alive(pids["b"]) and not alive(pids["c"])
     finally:
-        daemon.kill()
+        daemon.close()
 
 
 def test_a_restart_after_a_crash_kills_what_the_crashed_daemon_left(tmp_path, pidfiles):
@@ -117,7 +117,7 @@ def test_a_restart_after_a_crash_kills_what_the_crashed_daemon_left(tmp_path, pi
         # A unit that was running failed with the job; one never started was cancelled.
         assert {u.unit_id: u.status for u in status.units} == {"a": "failed", "b": "cancelled"}
     finally:
-        daemon.stop()
+        daemon.close()
 
 
 def test_a_recorded_process_that_is_no_longer_ours_is_left_alone(tmp_path):
@@ -158,5 +158,5 @@ def test_commands_inherit_the_daemon_environment_and_know_their_job(tmp_path):
         # The tag that proves a process is this daemon's names the job.
         assert env["CHOO_REF_PROCESS_TAG"].endswith(job_id)
     finally:
-        daemon.stop()
+        daemon.close()
 

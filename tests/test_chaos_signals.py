@@ -58,7 +58,7 @@ def test_every_sigterm_starts_the_shutdown_at_random_moments(tmp_path):
             assert code == 0, log_of(daemon)
             assert "SIGTERM: shutting down" in log_of(daemon)
         finally:
-            daemon.kill()
+            daemon.close()
 
 
 def test_a_second_sigterm_stops_the_jobs_by_force(tmp_path):
@@ -80,7 +80,7 @@ def test_a_second_sigterm_stops_the_jobs_by_force(tmp_path):
         log = log_of(daemon)
         assert "SIGTERM again: force-stopping running jobs" in log
     finally:
-        daemon.kill()
+        daemon.close()
 
 
 @pytest.mark.long
@@ -109,4 +109,4 @@ def test_every_call_after_shutdown_answered_is_unavailable(tmp_path):
             assert not wrong, f"trial {trial}: {json.dumps([str(a) for a in wrong[:5]])}"
             assert daemon.proc.wait(DEADLINE_S) == 0
         finally:
-            daemon.kill()
+            daemon.close()

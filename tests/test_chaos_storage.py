@@ -53,23 +53,23 @@ def test_every_file_of_the_daemon_is_private():
             modes = {f: stat.S_IMODE(os.lstat(f).st_mode) for f in files}
         assert modes == {f: 0o600 for f in files}
     finally:
-        daemon.stop()
+        daemon.close()
 
 
 @pytest.mark.parametrize("planted", ["d.sock.lock", "d.db.lock", "d.db", "d.db-wal"])
 def test_a_link_planted_in_place_of_a_file_is_never_followed(planted):
-    folder = short_dir()
-    victim = folder / "victim.txt"
-    victim.write_text("precious\n")
-    (folder / planted).symlink_to(victim)
-    result = subprocess.run(daemon_argv(folder), capture_output=True, text=True,
-                            timeout=DEADLINE_S, stdin=subprocess.DEVNULL, check=False)
-    assert result.returncode != 0, result.stderr
-    assert victim.read_text() == "precious\n"
-    assert os.stat(victim).st_mode & 0o777 == 0o644
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "symbolic link" in lines[0], result.stderr
-    assert not (folder / "d.sock").exists()
+    with short_dir() as folder:
+        victim = folder / "victim.txt"
+        victim.write_text("precious\n")
+        (folder / planted).symlink_to(victim)
+        result = subprocess.run(daemon_argv(folder), capture_output=True, text=True,
+                                timeout=DEADLINE_S, stdin=subprocess.DEVNULL, check=False)
+        assert result.returncode != 0, result.stderr
+        assert victim.read_text() == "precious\n"
+        assert os.stat(victim).st_mode & 0o777 == 0o644
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "symbolic link" in lines[0], result.stderr
+        assert not (folder / "d.sock").exists()
 
 
 def fill(control, job: str) -> list[int]:
@@ -135,7 +135,7 @@ def test_a_full_disk_fails_the_job_it_stops_and_loses_nothing_acknowledged(tmp_p
                                         timeout=DEADLINE_S))
         assert [e.sequence for e in replay] == acknowledged
     finally:
-        daemon.stop()
+        daemon.close()
 
 
 def test_a_deleted_database_stops_the_daemon_acknowledging_writes():
@@ -155,7 +155,7 @@ def test_a_deleted_database_stops_the_daemon_acknowledging_writes():
             assert code == grpc.StatusCode.UNAVAILABLE and "deleted" in details
         assert "deleted" in log_of(daemon)
     finally:
-        daemon.stop()
+        daemon.close()
 
 
 def test_a_job_end_the_disk_cannot_take_is_kept_and_written_later(tmp_path, monkeypatch):

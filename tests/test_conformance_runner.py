@@ -187,7 +187,7 @@ def test_skipped_rules_make_the_run_non_zero_unless_allowed(tmp_path):
         verdict = conformance(tmp_path / "allowed", *args, "--allow-skips")
         assert verdict.code == 0, verdict.output()
     finally:
-        daemon.stop()
+        daemon.close()
 
 
 def _daemons_left(marker: str) -> list[int]:

@@ -10,6 +10,7 @@ behind.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -20,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -173,15 +175,20 @@ class Daemon:
         self.channel.close()
 
 
-def short_dir() -> Path:
-    return Path(tempfile.mkdtemp(prefix="choo-", dir="/tmp"))
+@contextlib.contextmanager
+def short_dir() -> Iterator[Path]:
+    """A folder whose socket paths fit (~107 bytes), removed afterwards."""
+    path = Path(tempfile.mkdtemp(prefix="choo-", dir="/tmp"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture
 def sockdir():
-    path = short_dir()
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+    with short_dir() as path:
+        yield path
 
 
 @pytest.fixture
@@ -205,15 +212,14 @@ def start_daemon():
 @pytest.fixture(scope="module")
 def daemon():
     """One daemon shared by the tests that do not stop it."""
-    directory = short_dir()
-    shared = Daemon(directory / "run" / "daemon.sock", directory / "daemon.db",
-                    directory / "daemon.log")
-    try:
-        yield shared.wait_ready()
-    finally:
-        shared.close()
-        _kill_leftover_commands()
-        shutil.rmtree(directory, ignore_errors=True)
+    with short_dir() as directory:
+        shared = Daemon(directory / "run" / "daemon.sock", directory / "daemon.db",
+                        directory / "daemon.log")
+        try:
+            yield shared.wait_ready()
+        finally:
+            shared.close()
+            _kill_leftover_commands()
 
 
 @pytest.fixture(autouse=True)

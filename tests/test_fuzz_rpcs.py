@@ -98,7 +98,7 @@ def daemon_process():
     process = DaemonProcess(REFERENCE_DAEMON)
     process.start()
     yield process
-    process.stop()
+    process.close()
 
 
 @pytest.mark.slow

@@ -86,8 +86,7 @@ def _daemon(command: str):
     try:
         yield daemon
     finally:
-        daemon.stop()
-        shutil.rmtree(daemon.folder, ignore_errors=True)
+        daemon.close()
 
 
 @pytest.fixture(scope="module")

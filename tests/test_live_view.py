@@ -8,7 +8,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -197,8 +196,7 @@ def daemon():
     try:
         yield process
     finally:
-        process.stop()
-        shutil.rmtree(process.folder, ignore_errors=True)
+        process.close()
 
 
 @pytest.fixture

@@ -123,7 +123,7 @@ def shared_daemon_process(request):
     process = DaemonProcess(request.config.getoption("server_cmd"))
     process.start()
     yield process
-    process.stop()
+    process.close()
 
 
 @pytest.fixture
@@ -152,7 +152,7 @@ def daemon(request, tmp_path):
         problems = daemon.close()
     finally:
         if own_process is not None:
-            own_process.stop()
+            own_process.close()
     assert not problems, "; ".join(problems)
 
 

@@ -149,7 +149,8 @@ class _Suite:
         self.step = ""
         self.limit = self.timeout
         if self.progress is not None:
-            process.on_start.append(lambda pgid: self.emit("daemon", pgid=pgid))
+            process.on_start.append(lambda daemon: self.emit(
+                "daemon", pgid=daemon.pid, folder=daemon.folder if daemon.owns_folder else None))
 
     def emit(self, type: str, **fields) -> None:
         if self.progress is not None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -27,9 +28,9 @@ RECONNECT_PROMPTLY = [("grpc.initial_reconnect_backoff_ms", 50),
                       ("grpc.max_reconnect_backoff_ms", 250)]
 STOP_TIMEOUT_S = 15.0
 
-# Called with the process group of every daemon started, so that whoever
-# runs the suite can stop what a killed run leaves behind.
-on_start: list[Callable[[int], None]] = []
+# Called with every daemon started, so that whoever runs the suite can stop
+# its process group and remove its folder when a killed run leaves them.
+on_start: list[Callable[[DaemonProcess], None]] = []
 
 
 class DaemonNeverHealthy(RuntimeError):
@@ -39,13 +40,15 @@ class DaemonNeverHealthy(RuntimeError):
 class DaemonProcess:
     """`command` with `{socket}` and `{db}` replaced by paths in a private
     folder (or the ones given). Each start is a new process on the same
-    socket and database, so a restart keeps the daemon's data."""
+    socket and database, so a restart keeps the daemon's data; close() ends
+    it for good and removes the private folder, database and log with it."""
 
     def __init__(self, command: str | list[str], *, socket: str | None = None,
                  db: str | None = None, folder: str | None = None, cwd: str | None = None,
                  env: dict[str, str] | None = None) -> None:
         self.argv_template = shlex.split(command) if isinstance(command, str) else list(command)
         # Unix socket paths hold ~107 bytes: keep the folder short.
+        self.owns_folder = folder is None
         self.folder = folder or tempfile.mkdtemp(prefix="choo-", dir="/tmp")
         self.socket = socket or os.path.join(self.folder, "d.sock")
         self.db = db or os.path.join(self.folder, "d.db")
@@ -73,7 +76,7 @@ class DaemonProcess:
                                          stderr=subprocess.STDOUT, start_new_session=True,
                                          cwd=self.cwd, env=self.env)
         for callback in on_start:
-            callback(self.proc.pid)
+            callback(self)
         return self.proc
 
     def start(self, timeout: float = STARTUP_TIMEOUT_S) -> DaemonProcess:
@@ -143,6 +146,15 @@ class DaemonProcess:
             self.wait_exit(STOP_TIMEOUT_S)
         self.kill()
 
+    def close(self) -> None:
+        """stop(), then remove the private folder: every run would
+        otherwise leave a database in /tmp."""
+        try:
+            self.stop()
+        finally:
+            if self.owns_folder:
+                remove_folder(self.folder)
+
     def log_tail(self, limit: int = 4000) -> str:
         try:
             with open(self.log_path, "rb") as log:
@@ -151,6 +163,10 @@ class DaemonProcess:
                 return log.read().decode("utf-8", "replace")
         except OSError:
             return ""
+
+
+def remove_folder(path: str) -> None:
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def kill_group(pgid: int) -> None:

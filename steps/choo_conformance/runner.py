@@ -34,7 +34,7 @@ from choo.v1 import daemon_pb2, daemon_pb2_grpc
 from . import profiles, report
 from .known_lists import ListError, PatternList
 from .plugin import DEFAULT_SCENARIO_TIMEOUT_S, teardown_grace
-from .process import DaemonNeverHealthy, DaemonProcess, kill_group
+from .process import DaemonNeverHealthy, DaemonProcess, kill_group, remove_folder
 from .progress import ProgressReader, remove
 from .results import (
     EXIT_NO_VERDICT,
@@ -146,7 +146,7 @@ def _preflight(options: Options) -> None:
     except OSError as error:
         raise NoVerdict(f"cannot start {options.server_cmd!r}: {error.strerror or error}") from None
     finally:
-        daemon.stop()
+        daemon.close()
 
 
 def _settle_profile(options: Options, serves_control) -> None:
@@ -222,6 +222,7 @@ class _Run:
         self.results: dict[str, ScenarioResult] = {}
         self.collect_errors: list[str] = []
         self.daemon_groups: set[int] = set()
+        self.daemon_folders: set[str] = set()
         self.deadline = time.monotonic() + options.timeout
         self.on_finished = rules_printed
         self.log_path = report_dir / "pytest.log"
@@ -250,6 +251,8 @@ class _Run:
             state["step"] = record["step"]
         elif kind == "daemon":
             self.daemon_groups.add(int(record["pgid"]))
+            if record.get("folder"):
+                self.daemon_folders.add(record["folder"])
         elif kind == "finished":
             nodeid = record["nodeid"]
             previous = self.results.get(nodeid)
@@ -321,8 +324,11 @@ class _Run:
         return [n for n in self.order if n not in self.results]
 
     def stop_daemons(self) -> None:
+        """What a pytest process stopped mid-scenario could not end itself."""
         for group in self.daemon_groups:
             kill_group(group)
+        for folder in self.daemon_folders:
+            remove_folder(folder)
 
 
 def now_past(deadline: float) -> bool:
