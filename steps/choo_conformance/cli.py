@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 from . import runner
-from .plugin import DEFAULT_SCENARIO_TIMEOUT_S, PROFILES
+from .limits import DEFAULT_SCENARIO_TIMEOUT_S
+from .profiles import PROFILES
 from .seam import DEFAULT_IMPLEMENTATION
 
 

@@ -16,29 +16,12 @@ from pathlib import Path
 import pytest
 
 from . import process
+from .limits import DEFAULT_SCENARIO_TIMEOUT_S, scenario_limit, teardown_grace
+from .profiles import PROFILES
 from .progress import ProgressWriter
+from .rules import FEATURES
 from .scenario_info import ScenarioInfo, scenario_info
 from .seam import DEFAULT_IMPLEMENTATION
-
-FEATURES = Path(__file__).resolve().parent / "features"
-PROFILES = ("control", "black-box", "reference")
-DEFAULT_SCENARIO_TIMEOUT_S = 120.0
-# Scenarios that move a lot (a thousand watchers, tens of thousands of
-# events) get this many times the limit: on a loaded machine they are slow
-# without anything being wrong.
-LONG_TAGS = frozenset({"volume", "daemon_capacity"})
-LONG_FACTOR = 3
-# After a scenario's time is up, its clean-up gets this long (or the
-# scenario's own limit, if shorter) before the clock rings again.
-TEARDOWN_GRACE_S = 30.0
-
-
-def scenario_limit(scenario_timeout: float, tags) -> float:
-    return scenario_timeout * (LONG_FACTOR if LONG_TAGS & set(tags) else 1)
-
-
-def teardown_grace(scenario_timeout: float) -> float:
-    return min(TEARDOWN_GRACE_S, scenario_timeout)
 
 pytest_plugins = [
     "choo_conformance.fixtures",

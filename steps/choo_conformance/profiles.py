@@ -10,6 +10,7 @@ from choo.conformance.v1 import control_pb2, control_pb2_grpc
 
 from .contract import CONTROL_SERVICE
 
+PROFILES = ("control", "black-box", "reference")
 PROBE_DEADLINE_S = 10.0
 
 

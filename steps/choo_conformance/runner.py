@@ -33,7 +33,7 @@ from choo.v1 import daemon_pb2, daemon_pb2_grpc
 
 from . import profiles, report
 from .known_lists import ListError, PatternList
-from .plugin import DEFAULT_SCENARIO_TIMEOUT_S, teardown_grace
+from .limits import DEFAULT_SCENARIO_TIMEOUT_S, teardown_grace
 from .process import DaemonNeverHealthy, DaemonProcess, kill_group, remove_folder
 from .progress import ProgressReader, remove
 from .results import (

@@ -4,6 +4,6 @@ choice (choo_conformance.fixtures)."""
 
 from pytest_bdd import scenarios
 
-from choo_conformance.plugin import FEATURES
+from choo_conformance.rules import FEATURES
 
 scenarios(*sorted(str(path) for path in FEATURES.glob("*.feature")))
