@@ -9,7 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.mutants.catalogue import BLACK_BOX, BY_NAME, CATALOGUE, DAEMON, IN_PROCESS
+from tests.mutants.catalogue import BLACK_BOX, BY_NAME, CATALOGUE, DAEMON, IN_PROCESS, Mutant
+from tests.mutants.edit import Edit, StaleEdit
 from tests.mutants.harness import run_one
 
 
@@ -17,6 +18,20 @@ from tests.mutants.harness import run_one
 def test_every_mutant_still_applies_to_the_reference(mutant):
     undo = mutant.apply()  # raises StaleEdit when the code it edits has changed
     undo()
+
+
+def test_a_mutant_whose_later_edit_is_stale_leaves_nothing_applied():
+    # Tests share their process: an edit left in place would break the
+    # reference for every test that runs after, far from the cause.
+    from choo_reference import watch
+
+    before = watch.admit
+    mutant = Mutant("half-stale", "the first edit applies, the second does not", ("W1",),
+                    (Edit("choo_reference.watch:admit", "    if not job_id:\n", "    if False:\n"),
+                     Edit("choo_reference.watch:client_gone", "text that is nowhere", "")))
+    with pytest.raises(StaleEdit):
+        mutant.apply()
+    assert watch.admit is before
 
 
 # A few that run quickly, every path between them, and the correct variant

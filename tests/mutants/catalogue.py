@@ -39,13 +39,20 @@ class Mutant:
     stays_correct: bool = False
 
     def apply(self) -> Callable[[], None]:
-        """Apply every edit; returns what undoes them."""
-        undos = [edit.apply() for edit in self.edits]
+        """Apply every edit, or none: an edit that no longer applies takes
+        back those before it. Returns what undoes them."""
+        undos: list[Callable[[], None]] = []
 
         def undo() -> None:
             for step in reversed(undos):
                 step()
 
+        try:
+            for edit in self.edits:
+                undos.append(edit.apply())
+        except BaseException:
+            undo()
+            raise
         return undo
 
 
