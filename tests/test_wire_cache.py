@@ -72,3 +72,14 @@ def test_the_cache_stays_within_its_count_and_bytes_from_many_threads():
     assert len(convert._wire) <= convert.CACHED_EVENTS
     assert convert._wire_bytes <= convert.CACHED_BYTES
     assert convert._wire_bytes == sum(len(data) for _, data in convert._wire.values())
+
+
+def test_the_oldest_events_leave_first():
+    for n in range(1, convert.CACHED_EVENTS + 11):
+        convert.event_to_wire(_event(n))
+    kept = sorted(sequence for sequence, _ in convert._wire)
+    assert kept == list(range(11, convert.CACHED_EVENTS + 11))
+    # A hit does not make an old event young again: the first in stays first out.
+    convert.event_to_wire(_event(11))
+    convert.event_to_wire(_event(convert.CACHED_EVENTS + 11))
+    assert 11 not in {sequence for sequence, _ in convert._wire}

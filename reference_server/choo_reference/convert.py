@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -39,8 +40,11 @@ CACHED_BYTES = 2 * 1024 * 1024
 # of a job reads the same Event objects from the job's in-memory window, so a
 # hit is a dict probe and an identity check; a watcher paging through SQLite
 # gets equal copies, which hit too (compared whole, as another job's event can
-# share both numbers). Oldest out first.
-_wire: dict[tuple[int, int], tuple[Event, bytes]] = {}
+# share both numbers). Oldest out first: an OrderedDict, whose oldest entry is
+# taken in constant time, where a plain dict's first entry is found by
+# walking past the slots of every entry taken before it (about 7 µs an event
+# once the cache is full, twice what serializing the event costs).
+_wire: OrderedDict[tuple[int, int], tuple[Event, bytes]] = OrderedDict()
 _wire_bytes = 0  # the length of the bytes in _wire
 # Held to change _wire (once per event, not per delivery): watches on several
 # threads may add at once, and evicting iterates.
@@ -68,5 +72,5 @@ def _serialize(key: tuple[int, int], event: Event) -> bytes:
         _wire[key] = (event, data)
         _wire_bytes += len(data)
         while len(_wire) > CACHED_EVENTS or _wire_bytes > CACHED_BYTES:
-            _wire_bytes -= len(_wire.pop(next(iter(_wire)))[1])
+            _wire_bytes -= len(_wire.popitem(last=False)[1][1])
     return data
