@@ -231,6 +231,28 @@ def test_a_hanging_daemon_fails_its_rule_in_time_and_leaves_nothing(tmp_path, ha
 
 @pytest.mark.slow
 @pytest.mark.long
+def test_a_run_stopped_at_its_time_limit_leaves_no_daemon_and_no_folder(tmp_path):
+    # The pytest process is stopped in a scenario that waits on a daemon
+    # streaming for ever: the runner itself must end that daemon and remove
+    # the folder of its socket and database. Each daemon writes its
+    # database down as it starts.
+    started = tmp_path / "started.txt"
+    marker = "--hang stream-forever --socket"
+    command = (f"sh -c 'echo \"$0\" >> {started}; exec \"$@\"' {{db}} {HANGING} "
+               "--hang stream-forever --socket {socket} --db {db}")
+    verdict = conformance(tmp_path / "report", "--server-cmd", command, "--rules", "W14",
+                          "--tags", "not volume", "--timeout", "15", timeout=120)
+    assert verdict.code == 1, verdict.output()
+    assert "the run's time limit of 15 s ran out" in verdict.output()
+    assert wait_until(lambda: not _daemons_left(marker), 10), "a daemon outlived the run"
+    databases = started.read_text().split()
+    assert len(databases) >= 2, databases  # the profile's probe, and the suite's
+    left = [db for db in databases if Path(db).parent.exists()]
+    assert not left, f"the run left the folders of these databases: {left}"
+
+
+@pytest.mark.slow
+@pytest.mark.long
 def test_a_pytest_process_that_stops_answering_is_stopped_and_the_run_goes_on(tmp_path):
     verdict = conformance(tmp_path, "--rules", "W11,W9", "--scenario-timeout", "3",
                           "--implementation", "tests.runner_doubles:deaf_once",
