@@ -16,6 +16,17 @@ REFERENCE_DAEMON = (f"{sys.executable} -m choo_reference.cli daemon "
                     "--socket {socket} --db {db} --conformance-control")
 
 
+def writing_down_databases(command: str, record: Path) -> str:
+    """command, started so that each daemon first appends its {db} to record."""
+    return f"sh -c 'echo \"$0\" >> {record}; exec \"$@\"' {{db}} {command}"
+
+
+def daemon_folders_left(record: Path) -> tuple[list[str], list[str]]:
+    """(every database written down in record, those whose folder is still there)."""
+    databases = record.read_text().split()
+    return databases, [db for db in databases if Path(db).parent.exists()]
+
+
 @dataclass
 class Verdict:
     code: int

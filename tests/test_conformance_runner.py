@@ -10,7 +10,13 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from conformance_run import REFERENCE_DAEMON, ROOT, conformance
+from conformance_run import (
+    REFERENCE_DAEMON,
+    ROOT,
+    conformance,
+    daemon_folders_left,
+    writing_down_databases,
+)
 
 from choo_conformance.process import DaemonProcess
 from choo_conformance.wait import wait_until
@@ -238,16 +244,15 @@ def test_a_run_stopped_at_its_time_limit_leaves_no_daemon_and_no_folder(tmp_path
     # database down as it starts.
     started = tmp_path / "started.txt"
     marker = "--hang stream-forever --socket"
-    command = (f"sh -c 'echo \"$0\" >> {started}; exec \"$@\"' {{db}} {HANGING} "
-               "--hang stream-forever --socket {socket} --db {db}")
+    command = writing_down_databases(
+        f"{HANGING} --hang stream-forever --socket {{socket}} --db {{db}}", started)
     verdict = conformance(tmp_path / "report", "--server-cmd", command, "--rules", "W14",
                           "--tags", "not volume", "--timeout", "15", timeout=120)
     assert verdict.code == 1, verdict.output()
     assert "the run's time limit of 15 s ran out" in verdict.output()
     assert wait_until(lambda: not _daemons_left(marker), 10), "a daemon outlived the run"
-    databases = started.read_text().split()
+    databases, left = daemon_folders_left(started)
     assert len(databases) >= 2, databases  # the profile's probe, and the suite's
-    left = [db for db in databases if Path(db).parent.exists()]
     assert not left, f"the run left the folders of these databases: {left}"
 
 

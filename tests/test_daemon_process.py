@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import socket
 import stat
@@ -32,7 +31,7 @@ from pipe_lines import PipeLines
 
 from choo.v1 import daemon_pb2, daemon_pb2_grpc
 from choo_conformance import wait as waiting
-from choo_conformance.process import DaemonProcess
+from choo_conformance.process import DaemonProcess, remove_folder
 from choo_reference import __version__
 from choo_reference.client import open_channel
 from choo_reference.job_store import JobStore
@@ -182,7 +181,7 @@ def short_dir() -> Iterator[Path]:
     try:
         yield path
     finally:
-        shutil.rmtree(path, ignore_errors=True)
+        remove_folder(str(path))
 
 
 @pytest.fixture

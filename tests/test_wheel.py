@@ -23,6 +23,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from conformance_run import daemon_folders_left, writing_down_databases
 
 pytestmark = pytest.mark.slow
 
@@ -88,8 +89,9 @@ def test_installed_from_wheels_the_suite_judges_the_reference_daemon(wheels, tmp
     # Each daemon the run starts writes down its database, whose folder the
     # run must remove (the profile's probe, the shared daemon, one of its own).
     started = tmp_path / "started.txt"
-    daemon = (f"sh -c 'echo \"$0\" >> {started}; exec \"$@\"' {{db}} {venv / 'bin' / 'choo-ref'} "
-              "daemon --socket {socket} --db {db} --conformance-control")
+    daemon = writing_down_databases(
+        f"{venv / 'bin' / 'choo-ref'} daemon --socket {{socket}} --db {{db}} --conformance-control",
+        started)
     run = subprocess.run([str(venv / "bin" / "choo-conformance"), "--server-cmd", daemon,
                           "--profile", "reference", "--report", "report",
                           "--rules", ",".join(sorted(RUN_RULES)),
@@ -105,8 +107,6 @@ def test_installed_from_wheels_the_suite_judges_the_reference_daemon(wheels, tmp
     assert ran == {"job_lifecycle", "daemon_lifecycle", "event_stream", "watch_job_daemon"}
     not_applicable = [s for s in results["scenarios"] if s["verdict"] == "N/A"]
     assert all(s["detail"] for s in not_applicable)
-    databases = started.read_text().split()
+    databases, left = daemon_folders_left(started)
     assert len(databases) >= 3, databases
-    left = [db for db in databases if Path(db).parent.exists()]
     assert not left, f"the run left the folders of these databases: {left}"
-
