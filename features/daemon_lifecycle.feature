@@ -117,7 +117,7 @@ Feature: The daemon's health and shutdown
 
     Scenario Outline: Input too large for a later answer is refused when it arrives
       When a client starts a job on "waiting" whose <field> is <megabytes> MB long
-      Then the call fails with status INVALID_ARGUMENT and details naming "<field>"
+      Then the call fails with status INVALID_ARGUMENT and details naming the field "<field>"
       And ListJobs still answers
       And Health still answers
 

@@ -135,7 +135,7 @@ Feature: WatchJob, checked through DaemonService alone
     Scenario: A negative from_sequence is INVALID_ARGUMENT
       Given a job on "quick" that has completed, watched from 1 to its end
       When a client watches that job from sequence -1
-      Then the watch is refused with status INVALID_ARGUMENT and details mentioning "from_sequence"
+      Then the watch is refused with status INVALID_ARGUMENT and details naming the field "from_sequence"
 
   @W13
   Rule: W13 Replay hands over to live with no gap or duplicate
@@ -152,7 +152,7 @@ Feature: WatchJob, checked through DaemonService alone
 
     @volume
     Scenario: A stalled watcher blocks neither the job nor the other watchers
-      Given a tasks folder "busy" with 6 units of 200 steps that each print a line
+      Given a tasks folder "busy" with 12 units of 99 steps that each print a line
       When a client starts a job on "busy" behind a gate
       And client "stalled" watches that job from sequence 1
       And client "live" watches that job from sequence 1

@@ -26,6 +26,11 @@ Feature: The seed's WatchJob rules, against a whole daemon
       Then the watch ends with status NOT_FOUND and details naming "no-such-job"
       And the client received no events
 
+    Scenario: An unknown job id of 128 bytes is named whole
+      When a client watches an unknown job whose id is 128 bytes long
+      Then the watch ends with status NOT_FOUND and details naming all of that id
+      And the client received no events
+
   @W3 @control
   Rule: W3 Every event reaches the client in order, intact; the stream ends OK
 

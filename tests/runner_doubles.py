@@ -106,3 +106,58 @@ def _late_second_watch_servicer(job_manager):
 
 late_second_watch = SimpleNamespace(daemon=in_process.daemon,
                                     watch_servicer=_late_second_watch_servicer)
+
+
+def _stop_waiting_daemon(data_dir):
+    """Correct, but a graceful StopJob answers only once the job's running
+    commands have ended (R5 allows it): a client that waits for the answer
+    before it lets the command end waits for ever."""
+    instance = in_process.ReferenceInstance(data_dir)
+    daemon = instance.servicers[in_process.DAEMON_SERVICE]
+    stop = daemon.StopJob
+    orchestrator = instance.orchestrator
+
+    def answers_when_ended(request, context):
+        response = stop(request, context)
+        if not request.force:
+            with orchestrator._lock:
+                run = orchestrator._runs.get(request.job_id)
+            if run is not None:
+                run.wait(60)
+        return response
+
+    daemon.StopJob = answers_when_ended
+    return instance
+
+
+stop_answers_when_commands_end = SimpleNamespace(daemon=_stop_waiting_daemon,
+                                                 watch_servicer=in_process.watch_servicer)
+
+
+def _cancelled_at_once_daemon(data_dir):
+    """Correct, but a job stopped gracefully reads `cancelled` from the moment
+    StopJob answers, while its running command still finishes (R5: commands
+    already running may finish)."""
+    instance = in_process.ReferenceInstance(data_dir)
+    daemon = instance.servicers[in_process.DAEMON_SERVICE]
+    stop, status = daemon.StopJob, daemon.GetJobStatus
+    stopped: set[str] = set()
+
+    def stop_and_note(request, context):
+        response = stop(request, context)
+        stopped.add(request.job_id)
+        return response
+
+    def cancelled_once_stopped(request, context):
+        response = status(request, context)
+        if request.job_id in stopped and response.status == "running":
+            response.status = "cancelled"
+            response.completed_at.GetCurrentTime()
+        return response
+
+    daemon.StopJob, daemon.GetJobStatus = stop_and_note, cancelled_once_stopped
+    return instance
+
+
+cancelled_before_commands_end = SimpleNamespace(daemon=_cancelled_at_once_daemon,
+                                                watch_servicer=in_process.watch_servicer)

@@ -126,6 +126,19 @@ def test_a_daemon_slow_to_begin_shutting_down_passes_r8(tmp_path):
     assert verdict.rules == {"R8": "PASS"}
 
 
+@pytest.mark.long
+@pytest.mark.parametrize("double", ["stop_answers_when_commands_end", "cancelled_before_commands_end"])
+def test_either_graceful_stop_r5_allows_passes(tmp_path, double):
+    # R5 leaves open whether a graceful StopJob answers at once or once the
+    # running commands have ended, and when the job reads cancelled: the
+    # scenario must neither wait for the answer before letting the command
+    # end, nor expect the command to have ended the moment the job reads
+    # cancelled.
+    verdict = conformance(tmp_path, "--rules", "R5", "--implementation", f"tests.runner_doubles:{double}")
+    assert verdict.code == 0, verdict.output()
+    assert verdict.rules == {"R5": "PASS"}
+
+
 def test_a_watch_taken_up_late_fails_no_scripted_scenario(tmp_path):
     # Correct, but 1.5 s late to serve its second watch: W7's scenario opens
     # two and judges the first one's release while the second may not have

@@ -74,7 +74,8 @@ def folder_of_steps(world, tmp_path, name, units, count, kind):
 
 @given(parsers.parse('a job on "{folder}" that has completed, watched from 1 to its end'))
 def finished_job_watched(target, world, tmp_path, folder):
-    job_id = _start(target, world, tmp_path, folder).job_id
+    jobs = _jobs(world, tmp_path)
+    job_id = _start(target, world, tmp_path, folder, repo=jobs.new_repository()).job_id
     _wait_for_status(target, job_id, "completed")
     world.watches["default"] = world.watches["first"] = watch = target.watch(job_id, 1)
     _ended_ok(watch)

@@ -4,6 +4,8 @@ the contract spells out."""
 
 from __future__ import annotations
 
+import re
+
 import grpc
 
 from choo.conformance.v1 import control_pb2
@@ -26,6 +28,18 @@ CONTRACT_CODES = frozenset({
 })
 
 SHUTTING_DOWN = "daemon is shutting down"
+
+
+def _words(text: str) -> str:
+    return " ".join(re.split(r"[\s_-]+", text.lower()))
+
+
+def names_field(details: str, field: str) -> bool:
+    """Whether status details name a request field as a person would read
+    it: `target_branch`, `target branch`, `Target-Branch` all name
+    target_branch. Where the specification asks only that details name a
+    field, the wording around it and how it is spelled are the daemon's."""
+    return f" {_words(field)} " in f" {_words(details)} "
 
 # gRPC's default limits, which every response and status must stay within.
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024

@@ -5,7 +5,7 @@ from __future__ import annotations
 import grpc
 from pytest_bdd import given, parsers, then, when
 
-from .contract import COMPLETED, RUNNING
+from .contract import COMPLETED, RUNNING, names_field
 from .fixtures import (
     EVENTUALLY,
     PROMPTLY,
@@ -51,6 +51,18 @@ def job_firehose(jobs_double, job_id):
 )
 def client_watches(target, world, job_id, from_sequence):
     world.watches["default"] = target.watch(job_id, from_sequence)
+
+
+@when(parsers.parse("a client watches an unknown job whose id is {length:d} bytes long"))
+def client_watches_long_unknown_id(target, world, length):
+    # Printable ASCII, unlike any id a daemon makes: unknown to it.
+    world.marks["unknown_id"] = job_id = ("no-such-job-" + "x" * length)[:length]
+    world.watches["default"] = target.watch(job_id, 0)
+
+
+@then("the watch ends with status NOT_FOUND and details naming all of that id")
+def watch_not_found_naming_id(world):
+    _assert_status(world.watch(), "NOT_FOUND", None, EVENTUALLY, world.marks["unknown_id"])
 
 
 @when(parsers.parse('client "{name}" watches job "{job_id}" from sequence {from_sequence:d}'))
@@ -146,9 +158,12 @@ def watch_refused_with_details(world, code, details):
     _assert_refused(world.watch(), code, details=details)
 
 
-@then(parsers.parse('the watch is refused with status {code} and details mentioning "{text}"'))
-def watch_refused_mentioning(world, code, text):
-    _assert_refused(world.watch(), code, text=text)
+@then(parsers.parse('the watch is refused with status {code} and details naming the field "{field}"'))
+def watch_refused_naming_field(world, code, field):
+    watch = world.watch()
+    _assert_refused(watch, code)
+    details = watch.status.details
+    assert names_field(details, field), f"details {details!r} do not name the field {field}"
 
 
 @then("the client received no events")

@@ -252,6 +252,36 @@ CATALOGUE = (
             Edit(f"{R}.async_watch:watch_job_async", _SERVED_FROM,
                  "    await asyncio.sleep(0.3)\n" + _SERVED_FROM)),
            paths=PATHS, tags="not volume and not daemon_capacity", stays_correct=True),
+    Mutant("fields-in-words", "details name the fields in words: \"different target branch\", "
+           "\"from sequence must be ...\"", ("R4", "W11"),
+           (Edit(f"{R}.orchestrator:Orchestrator._attach", 'f"target_branch {target_branch!r}',
+                 'f"target branch {target_branch!r}'),
+            Edit(f"{R}.watch:admit", 'f"from_sequence must be 0', 'f"From sequence must be 0')),
+           stays_correct=True),
+    Mutant("forgets-replaced-jobs", "a finished job is no longer listed once a newer job has started "
+           "on its repository", ("R7",),
+           (Edit(f"{R}.job_store:JobStore.list_jobs",
+                 "        jobs = [st.job for st in reversed(self._states())]\n",
+                 "        jobs, seen = [], set()\n"
+                 "        for st in reversed(self._states()):\n"
+                 "            if not (st.terminal and st.job.repo_path in seen):\n"
+                 "                jobs.append(st.job)\n"
+                 "            seen.add(st.job.repo_path)\n"),),
+           stays_correct=True),
+    Mutant("gc-heap-rhythm", "the daemon's memory swells with what it records and falls back at "
+           "intervals, as a garbage-collected heap does, with no watcher's backlog in it",
+           ("W15",),
+           (Edit(f"{R}.job_store:JobStore.record_many", "            self._log.append(job_id, events)\n",
+                 "            self._log.append(job_id, events)\n"
+                 "            heap = self.__dict__.setdefault('_heap', [])\n"
+                 "            pages = __import__('mmap').mmap(-1, 4096 * len(events))\n"
+                 "            pages[::4096] = b'g' * len(events)\n"
+                 "            heap.append(pages)\n"
+                 "            if len(heap) * 4096 * len(events) > 100_000_000:\n"
+                 "                for pages in heap:\n"
+                 "                    pages.close()\n"
+                 "                heap.clear()\n"),),
+           paths=(DAEMON,), tags="daemon_process", stays_correct=True),
 )
 
 BY_NAME = {mutant.name: mutant for mutant in CATALOGUE}
