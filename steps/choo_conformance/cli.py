@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import runner
+from . import environment, runner
 from .limits import DEFAULT_SCENARIO_TIMEOUT_S
 from .profiles import PROFILES
 from .seam import DEFAULT_IMPLEMENTATION
@@ -47,6 +47,15 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"in process: the implementation to drive (default {DEFAULT_IMPLEMENTATION}); "
         "see choo_conformance.seam")
     parser.add_argument(
+        "--repo-origin", type=environment.repo_origin, metavar="URL",
+        help="give each repository the suite makes for StartJob (its repo_path) an `origin` "
+        "remote with this URL, for a daemon that insists on one; nothing is ever fetched from it")
+    parser.add_argument(
+        "--server-env", action="append", default=[], type=environment.server_env_item,
+        metavar="KEY=VALUE",
+        help="add KEY=VALUE to the environment of the daemon --server-cmd starts (repeatable), "
+        "e.g. to point its coding agent at a stub")
+    parser.add_argument(
         "--profile", choices=PROFILES,
         help="control: the daemon serves ConformanceControl; black-box: DaemonService only; "
         "reference: control plus the reference daemon's own behaviour (default: reference in "
@@ -79,14 +88,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.server_env and not args.server_cmd:
+        parser.error("--server-env is the environment of the daemon --server-cmd starts: "
+                     "give --server-cmd too")
     rules = [r.strip() for r in args.rules.split(",") if r.strip()] if args.rules else None
     options = runner.Options(
         report=args.report, server_cmd=args.server_cmd, target=args.target,
         implementation=args.implementation, profile=args.profile, rules=rules, tags=args.tags,
         known_failing=args.known_failing, known_flaky=args.known_flaky,
         allow_skips=args.allow_skips, scenario_timeout=args.scenario_timeout,
-        timeout=args.timeout)
+        timeout=args.timeout, repo_origin=args.repo_origin, server_env=dict(args.server_env))
     return runner.run(options)
 
 

@@ -7,6 +7,7 @@ import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from . import environment
 from .daemon_target import DaemonTarget, timestamp_ns
 from .in_process import InProcessDaemon, ScriptedTarget
 from .process import DaemonProcess
@@ -120,7 +121,8 @@ def remote_mode(config) -> bool:
 @pytest.fixture(scope="session")
 def shared_daemon_process(request):
     """One daemon for every scenario that can share it (--server-cmd)."""
-    process = DaemonProcess(request.config.getoption("server_cmd"))
+    process = DaemonProcess(request.config.getoption("server_cmd"),
+                            env=environment.settings.daemon_env())
     process.start()
     yield process
     process.close()
@@ -140,7 +142,8 @@ def daemon(request, tmp_path):
     elif config.getoption("target"):
         daemon = RemoteDaemon(config.getoption("target"))
     elif any(request.node.get_closest_marker(tag) for tag in OWN_DAEMON_TAGS):
-        own_process = DaemonProcess(config.getoption("server_cmd")).start()
+        own_process = DaemonProcess(config.getoption("server_cmd"),
+                                    env=environment.settings.daemon_env()).start()
         daemon = RemoteDaemon(own_process.address, own_process)
     else:
         process = request.getfixturevalue("shared_daemon_process")

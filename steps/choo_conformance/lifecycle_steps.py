@@ -13,6 +13,7 @@ from pytest_bdd import given, parsers, then, when
 
 from choo.v1 import daemon_pb2
 
+from . import environment
 from .contract import CONTRACT_CODES, TERMINAL
 from .fixtures import EVENTUALLY, PROMPTLY, status_code
 from .wait import ASKS_THE_DAEMON, wait_until
@@ -76,16 +77,21 @@ def write_tasks_folder(root, rows, workdir) -> None:
 
 
 def make_repository(path: Path) -> None:
-    """A git repository with a commit on `main`, which an implementation may
-    insist on; a plain folder where git is missing."""
+    """A git repository at path with one empty commit on `main` and a git
+    identity in its own config (for a daemon that commits after each task),
+    and an `origin` remote when the run names one (--repo-origin), which an
+    implementation may insist on; a plain folder where git is missing."""
     git = shutil.which("git")
     if git is None:
         return
-    env = {**os.environ, "GIT_AUTHOR_NAME": "choo conformance", "GIT_AUTHOR_EMAIL": "suite@invalid",
-           "GIT_COMMITTER_NAME": "choo conformance", "GIT_COMMITTER_EMAIL": "suite@invalid"}
+    origin = environment.settings.repo_origin
     for argv in ([git, "init", "-q", "-b", "main"],
-                 [git, "commit", "-q", "--allow-empty", "-m", "The scenario's repository"]):
-        subprocess.run(argv, cwd=path, env=env, check=True, capture_output=True, timeout=30)
+                 *([git, "config", key, value] for key, value in environment.IDENTITY),
+                 # Whatever the user's own config asks of commits.
+                 [git, "-c", "commit.gpgsign=false", "commit", "-q", "--no-verify", "--allow-empty",
+                  "-m", "The scenario's repository"],
+                 *([[git, "remote", "add", "origin", origin]] if origin is not None else [])):
+        subprocess.run(argv, cwd=path, check=True, capture_output=True, timeout=30)
 
 
 class Jobs:

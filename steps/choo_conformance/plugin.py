@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from . import process
+from . import environment, process
 from .limits import DEFAULT_SCENARIO_TIMEOUT_S, scenario_limit, teardown_grace
 from .profiles import PROFILES
 from .progress import ProgressWriter
@@ -52,6 +52,14 @@ def pytest_addoption(parser):
         "ConformanceControl), black-box (DaemonService only), reference (control, "
         "plus the reference daemon's own behaviour); default: reference in process "
         "with the default implementation, control otherwise")
+    group.addoption(
+        "--repo-origin", default=None, type=environment.repo_origin, metavar="URL",
+        help="give each repository the suite makes for StartJob an `origin` remote with this "
+        "URL (never fetched), for a daemon that insists on one")
+    group.addoption(
+        "--server-env", action="append", default=[], type=environment.server_env_item,
+        metavar="KEY=VALUE", help="add KEY=VALUE to the environment of the daemon --server-cmd "
+        "starts (repeatable)")
     group.addoption(
         "--scenario-timeout", type=float, default=DEFAULT_SCENARIO_TIMEOUT_S, metavar="S",
         help="fail a scenario that runs longer than S seconds (default %(default)s)")
@@ -245,6 +253,7 @@ def _failure(report) -> str:
 
 
 def pytest_configure(config):
+    environment.configure(config.getoption("repo_origin"), config.getoption("server_env"))
     # Every Gherkin tag becomes a pytest marker; register them so that `-m W7`
     # selects a rule without warnings.
     tags = set()

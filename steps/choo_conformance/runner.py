@@ -32,6 +32,7 @@ import grpc
 from choo.v1 import daemon_pb2, daemon_pb2_grpc
 
 from . import profiles, report
+from .environment import Settings
 from .known_lists import ListError, PatternList
 from .limits import DEFAULT_SCENARIO_TIMEOUT_S, teardown_grace
 from .process import DaemonNeverHealthy, DaemonProcess, kill_group, remove_folder
@@ -78,6 +79,8 @@ class Options:
     scenario_timeout: float = DEFAULT_SCENARIO_TIMEOUT_S
     timeout: float = DEFAULT_RUN_TIMEOUT_S
     flaky_retries: int = DEFAULT_FLAKY_RETRIES
+    repo_origin: str | None = None
+    server_env: dict[str, str] = field(default_factory=dict)
     extra_pytest_args: list[str] = field(default_factory=list)
 
     @property
@@ -137,7 +140,8 @@ def _preflight(options: Options) -> None:
         _settle_profile(options, lambda: profiles.serves_control(options.target))
         return
     assert options.server_cmd is not None
-    daemon = DaemonProcess(options.server_cmd)
+    daemon = DaemonProcess(options.server_cmd,
+                           env=Settings(server_env=options.server_env).daemon_env())
     try:
         daemon.start()
         _settle_profile(options, lambda: profiles.serves_control(daemon.address))
@@ -190,6 +194,9 @@ def pytest_command(options: Options, progress: Path, skip_done: Path | None,
         command.append(f"--target={options.target}")
     if options.implementation:
         command.append(f"--implementation={options.implementation}")
+    if options.repo_origin is not None:
+        command.append(f"--repo-origin={options.repo_origin}")
+    command += [f"--server-env={key}={value}" for key, value in options.server_env.items()]
     markers = []
     if options.rules:
         markers.append("(" + " or ".join(options.rules) + ")")
