@@ -35,7 +35,7 @@ import subprocess
 import tempfile
 import time
 
-from . import model
+from . import environment, model
 from .model import Job, UnitState
 from .plan import PlanError, Unit, read_plan
 
@@ -146,7 +146,11 @@ class Conductor:
             if self.stopping:
                 result = model.UNIT_STOPPED
                 break
-            outcome = await self._run_step(unit, step)
+            # --like-choo: the coding agent before the command, a commit after it.
+            outcome = (await environment.before_step(self, unit, step)
+                       or await self._run_step(unit, step))
+            if outcome == "ok":
+                outcome = await environment.after_step(self, unit, step) or "ok"
             if outcome == "ok":
                 state.tasks_done += 1
                 self.state.save_units(self.job)

@@ -1,6 +1,6 @@
 """A second, separately written implementation of choo.v1.DaemonService.
 
-    python tests/foreign_daemon/server.py --socket PATH --db PATH [--no-control] [--bug NAME]...
+    python tests/foreign_daemon/server.py --socket PATH --db PATH [--no-control] [--like-choo] [--bug NAME]...
 
 It exists so that the conformance suite can be judged: run against a correct
 daemon it has never seen, the suite must fail no rule; run against the same
@@ -14,7 +14,8 @@ It serves DaemonService, and ConformanceControl on the same socket unless
 --no-control is given. Jobs and events are kept in a file of JSON lines at
 --db. It logs to stderr. Shutdown (and SIGTERM or SIGINT, which do what
 Shutdown(wait_for_jobs=true) does; a second one stops the jobs at once) ends
-it with exit status 0 and removes its socket.
+it with exit status 0 and removes its socket. --like-choo makes it need
+what choo's own daemon needs of its surroundings (environment.py).
 
 Defects, each switched on by `--bug NAME` (repeatable) and each a realistic
 mistake, for the suite to catch:
@@ -64,6 +65,7 @@ import grpc
 # Run as a script: the package beside this file is foreign_daemon.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from foreign_daemon import environment
 from foreign_daemon.ledger import Ledger, LedgerError
 from foreign_daemon.service import VERSION, Daemon, handlers
 from foreign_daemon.state import State
@@ -190,7 +192,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="serve DaemonService only, not ConformanceControl")
     parser.add_argument("--bug", action="append", default=[], choices=sorted(BUGS),
                         help="switch on a defect (repeatable); see the module's docstring")
+    parser.add_argument("--like-choo", action="store_true",
+                        help="need what choo's own daemon needs: a GitHub origin, a git identity "
+                        "in the repository, a coding agent in CHOO_AGENT_CMD (environment.py)")
     args = parser.parse_args(argv)
+    if args.like_choo:
+        environment.switch_on()
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                         format="%(asctime)s foreign %(levelname)s %(message)s")
     return asyncio.run(serve(os.path.abspath(args.socket), os.path.abspath(args.db),

@@ -21,7 +21,7 @@ from google.protobuf.message import DecodeError
 from choo.conformance.v1 import control_pb2
 from choo.v1 import daemon_pb2
 
-from . import model
+from . import environment, model
 from .conductor import Conductor
 from .model import FINISHED, JOB_STATUSES, Job, Refusal, invalid, now_ns, quote
 from .state import State, check_job_id, unavailable
@@ -78,6 +78,7 @@ class Daemon:
         for name, path in (("tasks_dir", tasks_dir), ("repo_path", repo_path)):
             if not await asyncio.to_thread(os.path.isdir, path):
                 raise invalid(f"{name} {quote(path)} is not a directory this daemon can read")
+        await environment.check_repository(repo_path)  # --like-choo
         if self.state.shutting_down:  # it may have begun while we looked
             raise unavailable()
 
