@@ -6,9 +6,11 @@ tests/test_foreign_daemon.py's question, asked through the suite.)"""
 from __future__ import annotations
 
 import asyncio
+import collections
 import errno
 import json
 import os
+import random
 import signal
 import sys
 import tempfile
@@ -20,6 +22,8 @@ import pytest
 from choo.conformance.v1 import control_pb2, control_pb2_grpc
 from choo.v1 import daemon_pb2, daemon_pb2_grpc
 from choo_conformance.process import DaemonProcess
+from tests.foreign_daemon import service
+from tests.foreign_daemon.awkward import COLLECT_AT_MB, Awkward, Ballast
 from tests.foreign_daemon.ledger import Ledger, LedgerError
 from tests.foreign_daemon.model import Job, Refusal
 from tests.foreign_daemon.plan import PlanError, front_matter, read_plan
@@ -318,3 +322,263 @@ def test_after_shutdown_answers_every_call_is_unavailable_until_it_exits(folder)
         assert not daemon.socket.exists()
     finally:
         daemon.close()
+
+
+# -- awkward in time (--awkward) -------------------------------------------------------
+# Each switch is driven in process, with a gate in place of its delays, so
+# that a test sees the daemon parked at the moment the switch moves, and a
+# switch that does nothing fails here rather than pass the suite unnoticed.
+
+
+class Gate:
+    """Stands in for Awkward.wait: every delay waits until the test opens
+    the gate, and the test can see which switch is waiting."""
+
+    def __init__(self) -> None:
+        self.waiting: collections.Counter[str] = collections.Counter()
+        self._open = asyncio.Event()
+
+    async def wait(self, switch: str, seconds: float) -> None:
+        self.waiting[switch] += 1
+        try:
+            await self._open.wait()
+        finally:
+            self.waiting[switch] -= 1
+
+    def open(self) -> None:
+        self._open.set()
+
+
+class Context:
+    """What the handlers use of a gRPC call's context."""
+
+    def add_done_callback(self, callback) -> None:
+        pass
+
+
+async def until(condition, deadline_s: float = DEADLINE_S) -> bool:
+    """Whether condition() came true within deadline_s, looking every few ms."""
+    deadline = asyncio.get_running_loop().time() + deadline_s
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            return False
+        await asyncio.sleep(0.005)
+    return True
+
+
+def awkward_daemon(folder: Path, *switches: str) -> tuple[ForeignDaemon, Gate]:
+    """A daemon in process (call from a coroutine) with these switches, and
+    the gate its delays wait at."""
+    state = State(Ledger(str(folder / "ledger.jsonl")))
+    state.awkward = Awkward(set(switches), seed=7)
+    gate = Gate()
+    state.awkward.wait = gate.wait
+    return ForeignDaemon(state, bugs=set()), gate
+
+
+def waiting_job_folder(folder: Path) -> tuple[Path, Path]:
+    """A tasks folder whose one command says it started, waits for a release
+    file, says it ended; and the folder of those three files."""
+    marks = folder / "marks"
+    marks.mkdir()
+    command = (f"touch {marks}/started; i=0; while [ ! -e {marks}/release ] && [ $i -lt 3000 ]; "
+               f"do sleep 0.01; i=$((i+1)); done; touch {marks}/ended")
+    unit(folder / "tasks", "u", "unit: u", {"01-a.md": f'task: 1\nbackpressure: "{command}"',
+                                            "02-b.md": 'task: 2\nbackpressure: "true"\ndepends_on: [1]'})
+    return folder / "tasks", marks
+
+
+async def start(daemon: ForeignDaemon, tasks: Path, repo: Path) -> str:
+    answer = await daemon.StartJob(daemon_pb2.StartJobRequest(
+        tasks_dir=str(tasks), target_branch="main", repo_path=str(repo)), None)
+    return answer.job_id
+
+
+def event_types(daemon: ForeignDaemon, job_id: str) -> list[str]:
+    return [daemon_pb2.JobEvent.FromString(data).event_type for data in daemon.state.jobs[job_id].log]
+
+
+@pytest.mark.parametrize("switch", ["stop-waits", None])
+def test_stop_waits_answers_a_graceful_stop_once_the_command_has_ended(tmp_path, switch):
+    async def scenario():
+        daemon, _ = awkward_daemon(tmp_path, *[switch] if switch else [])
+        tasks, marks = waiting_job_folder(tmp_path)
+        job_id = await start(daemon, tasks, tmp_path)
+        assert await until((marks / "started").exists)
+        stopping = asyncio.create_task(daemon.StopJob(daemon_pb2.StopJobRequest(job_id=job_id), None))
+        assert await until(lambda: daemon.runs[job_id].stopping)  # the stop has reached the job
+        before_release = (stopping.done(), daemon.state.jobs[job_id].status)
+        (marks / "release").touch()
+        answer = await asyncio.wait_for(stopping, DEADLINE_S)
+        at_answer = ((marks / "ended").exists(), daemon.state.jobs[job_id].status)
+        await asyncio.wait_for(daemon.runs[job_id].task, DEADLINE_S)
+        daemon.state.ledger.close()
+        return answer, before_release, at_answer
+
+    answer, before_release, at_answer = asyncio.run(scenario())
+    assert (answer.success, answer.message) == (True, "job stopped gracefully")
+    if switch:
+        assert before_release == (False, "running")
+        assert at_answer == (True, "cancelled")
+    else:
+        assert before_release == (True, "running")
+
+
+@pytest.mark.parametrize("switch", ["cancel-early", None])
+def test_cancel_early_ends_the_job_at_once_and_the_command_finishes_after(tmp_path, switch):
+    async def scenario():
+        daemon, _ = awkward_daemon(tmp_path, *[switch] if switch else [])
+        tasks, marks = waiting_job_folder(tmp_path)
+        job_id = await start(daemon, tasks, tmp_path)
+        assert await until((marks / "started").exists)
+        await daemon.StopJob(daemon_pb2.StopJobRequest(job_id=job_id), None)
+        at_answer = (daemon.state.jobs[job_id].status, event_types(daemon, job_id))
+        (marks / "release").touch()
+        await asyncio.wait_for(daemon.runs[job_id].task, DEADLINE_S)
+        daemon.state.ledger.close()
+        return at_answer, (daemon.state.jobs[job_id].status, event_types(daemon, job_id))
+
+    (status_then, events_then), (status, events) = asyncio.run(scenario())
+    assert status == "cancelled" and events[-1] == "job/end"
+    assert (tmp_path / "marks" / "ended").exists()
+    if switch:
+        assert status_then == "cancelled" and events_then[-1] == "job/end"
+        assert events == events_then  # the command's end recorded nothing: the job was over
+    else:
+        assert status_then == "running" and "job/end" not in events_then
+
+
+def test_late_status_turns_a_job_terminal_after_its_last_event(tmp_path):
+    async def scenario():
+        daemon, gate = awkward_daemon(tmp_path, "late-status")
+        unit(tmp_path / "tasks", "u", "unit: u", {"01-a.md": 'task: 1\nbackpressure: "true"'})
+        job_id = await start(daemon, tmp_path / "tasks", tmp_path)
+        job = daemon.state.jobs[job_id]
+        # A watcher of the job, from 1, following it to its end.
+        sent: list[bytes] = []
+
+        class Stream(Context):
+            async def write(self, data: bytes) -> None:
+                sent.append(data)
+
+        watching = asyncio.create_task(daemon.WatchJob(
+            daemon_pb2.WatchJobRequest(job_id=job_id, from_sequence=1), Stream()))
+        assert await until(lambda: gate.waiting["late-status"])
+        parked = (job.status, event_types(daemon, job_id)[-1], len(sent) == len(job.log),
+                  watching.done())
+        gate.open()
+        await asyncio.wait_for(watching, DEADLINE_S)
+        daemon.state.ledger.close()
+        return parked, job.status
+
+    parked, status = asyncio.run(scenario())
+    # Its last event recorded and sent, the job still running, its watch open.
+    assert parked == ("running", "job/end", True, False)
+    assert status == "completed"
+
+
+def test_late_unhealthy_begins_an_accepted_shutdown_a_little_later(tmp_path):
+    async def scenario():
+        daemon, gate = awkward_daemon(tmp_path, "late-unhealthy")
+        shutting_down = asyncio.create_task(daemon.shut_down(False, 30))
+        assert await until(lambda: gate.waiting["late-unhealthy"])
+        health = await daemon.Health(daemon_pb2.HealthRequest(), None)
+        with pytest.raises(Refusal) as second:
+            await daemon.Shutdown(daemon_pb2.ShutdownRequest(), Context())
+        gate.open()
+        await asyncio.wait_for(shutting_down, DEADLINE_S)
+        after = await daemon.Health(daemon_pb2.HealthRequest(), None)
+        daemon.state.ledger.close()
+        return health.healthy, second.value.code, after.healthy
+
+    # Healthy until the shutdown begins; a second Shutdown is refused meanwhile.
+    assert asyncio.run(scenario()) == (True, grpc.StatusCode.FAILED_PRECONDITION, False)
+
+
+def test_late_shutdown_answers_after_the_shutdown_is_over(tmp_path):
+    async def scenario():
+        daemon, gate = awkward_daemon(tmp_path, "late-shutdown")
+        answering = asyncio.create_task(daemon.Shutdown(daemon_pb2.ShutdownRequest(), Context()))
+        assert await until(lambda: gate.waiting["late-shutdown"])
+        over = (daemon.state.shutting_down, answering.done())
+        gate.open()
+        answer = await asyncio.wait_for(answering, DEADLINE_S)
+        daemon.state.ledger.close()
+        return over, answer.success
+
+    assert asyncio.run(scenario()) == ((True, False), True)
+
+
+def test_jitter_holds_back_an_answer(tmp_path):
+    async def scenario():
+        daemon, gate = awkward_daemon(tmp_path, "jitter")
+        answering = asyncio.create_task(service._guarded(
+            daemon.state, "Health", daemon.Health, daemon_pb2.HealthRequest(), Context()))
+        assert await until(lambda: gate.waiting["jitter"])
+        held = answering.done()
+        gate.open()
+        answer = await asyncio.wait_for(answering, DEADLINE_S)
+        daemon.state.ledger.close()
+        return held, answer.healthy
+
+    assert asyncio.run(scenario()) == (False, True)
+
+
+def test_bursty_records_an_append_in_bursts_before_it_answers(tmp_path):
+    async def scenario():
+        daemon, gate = awkward_daemon(tmp_path, "bursty")
+        job_id = (await daemon.CreateJob(control_pb2.CreateJobRequest(status="running"), None)).job_id
+        appending = asyncio.create_task(daemon.AppendEvents(control_pb2.AppendEventsRequest(
+            job_id=job_id, events=[control_pb2.EventSpec(event_type=f"e{i}") for i in range(40)]),
+            None))
+        assert await until(lambda: gate.waiting["bursty"])
+        between_bursts = (len(daemon.state.jobs[job_id].log), appending.done())
+        gate.open()
+        answer = await asyncio.wait_for(appending, DEADLINE_S)
+        daemon.state.ledger.close()
+        return between_bursts, list(answer.sequences), event_types(daemon, job_id)
+
+    (recorded, answered), sequences, types = asyncio.run(scenario())
+    assert 0 < recorded < 40 and not answered
+    assert sequences == list(range(1, 41)) and types == [f"e{i}" for i in range(40)]
+
+
+def test_bursty_holds_a_jobs_own_events_and_records_them_before_it_ends(tmp_path):
+    async def scenario():
+        daemon, gate = awkward_daemon(tmp_path, "bursty")
+        unit(tmp_path / "tasks", "u", "unit: u", {"01-a.md": 'task: 1\nbackpressure: "true"'})
+        job_id = await start(daemon, tmp_path / "tasks", tmp_path)
+        assert await until(lambda: gate.waiting["bursty"])
+        held = len(daemon.state.jobs[job_id].log)
+        gate.open()
+        await asyncio.wait_for(daemon.runs[job_id].task, DEADLINE_S)
+        daemon.state.ledger.close()
+        return held, daemon.state.jobs[job_id].status, event_types(daemon, job_id)
+
+    held, status, types = asyncio.run(scenario())
+    assert held == 0  # job/begin waits in the buffer
+    assert status == "completed" and types[0] == "job/begin" and types[-1] == "job/end"
+
+
+def _resident_kb() -> int:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+
+
+def test_gc_memory_grows_resident_memory_and_hands_it_back():
+    ballast = Ballast(random.Random(7))
+    before = _resident_kb()
+    ballast.grow(ballast.collect_at - 1)
+    grown = _resident_kb() - before
+    ballast.grow(1)  # the collection
+    assert ballast.collections == 1 and ballast.size == 0
+    handed_back = before + grown - _resident_kb()
+    # At least half of the smallest collection's worth, both ways.
+    assert grown > COLLECT_AT_MB[0] * 512 and handed_back > COLLECT_AT_MB[0] * 512, (grown, handed_back)
+
+
+def test_every_awkward_switch_is_tested_here():
+    tested = {"stop-waits", "cancel-early", "late-status", "late-unhealthy", "late-shutdown",
+              "jitter", "bursty", "gc-memory"}
+    assert set(Awkward({"all"}).switches) == tested
+

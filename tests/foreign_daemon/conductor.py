@@ -58,6 +58,9 @@ class Conductor:
         self._groups: set[int] = set()  # process groups of running commands
         self._failures: list[str] = []
         self.task: asyncio.Task | None = None
+        # --awkward bursty: the job's events wait here, recorded a few at a time.
+        self.buffer = state.awkward.event_buffer(lambda items: state.record(job, items))
+        self._ended = False  # job/end is recorded
 
     def start(self) -> None:
         self.task = asyncio.get_running_loop().create_task(self._run(), name=self.job.job_id)
@@ -70,8 +73,29 @@ class Conductor:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(group, signal.SIGKILL)
 
+    def end_now(self, status: str) -> None:
+        """--awkward cancel-early: the job ends now, its last event then its
+        status; a command still running finishes on its own, recording nothing."""
+        if self.job.finished:
+            return
+        try:
+            if not self._ended:
+                self._record("job/end", result=status, error="")
+            if self.buffer is not None:
+                self.buffer.flush_now()
+        except OSError as exc:
+            log.error("job %s: cannot record its end: %s", self.job.job_id, exc)
+        self.state.finish(self.job, status)
+
     def _record(self, event_type: str, unit_id: str = "", **payload) -> None:
-        self.state.record(self.job, [(event_type, unit_id, json.dumps(payload, sort_keys=True))])
+        if self.job.finished:  # ended early (cancel-early): a terminal job records nothing
+            return
+        item = (event_type, unit_id, json.dumps(payload, sort_keys=True))
+        if self.buffer is not None:
+            self.buffer.add(item)
+        else:
+            self.state.record(self.job, [item])
+        self._ended = event_type == "job/end"
 
     # -- the job ---------------------------------------------------------------
 
@@ -83,8 +107,15 @@ class Conductor:
             status, error = "failed", f"the daemon could not run the job: {exc}"
         try:
             self._record("job/end", result=status, error=error)
+            if self.buffer is not None:
+                await self.buffer.drain()
         except OSError as exc:
             log.error("job %s: cannot record its end: %s", self.job.job_id, exc)
+        await self.state.awkward.before_status_flip()
+        if self.job.finished:  # ended early by a graceful stop (cancel-early)
+            return
+        if self.stopping and status != "cancelled":  # stopped between its last event and now
+            status, error = "cancelled", ""
         self.state.finish(self.job, status, error)
         log.info("job %s %s%s", self.job.job_id, status, f": {error}" if error else "")
 

@@ -66,6 +66,8 @@ import grpc
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from foreign_daemon import environment
+from foreign_daemon.awkward import SWITCHES as AWKWARD_SWITCHES
+from foreign_daemon.awkward import Awkward
 from foreign_daemon.ledger import Ledger, LedgerError
 from foreign_daemon.service import VERSION, Daemon, handlers
 from foreign_daemon.state import State
@@ -115,7 +117,8 @@ def _claim_socket(path: str) -> str | None:
     return None
 
 
-async def serve(socket_path: str, db_path: str, control: bool, bugs: set[str]) -> int:
+async def serve(socket_path: str, db_path: str, control: bool, bugs: set[str],
+                awkward: Awkward | None = None) -> int:
     problem = _claim_socket(socket_path)
     if problem:
         log.error("%s", problem)
@@ -130,6 +133,8 @@ async def serve(socket_path: str, db_path: str, control: bool, bugs: set[str]) -
         return 1
     try:
         state = State(ledger)
+        if awkward is not None:
+            state.awkward = awkward
         try:
             state.load()
         except LedgerError as exc:
@@ -155,6 +160,8 @@ async def serve(socket_path: str, db_path: str, control: bool, bugs: set[str]) -
         log.info("foreign daemon %s (pid %d) on %s, ledger %s%s%s", VERSION, os.getpid(),
                  socket_path, db_path, "" if control else ", without the control service",
                  f", defects: {', '.join(sorted(bugs))}" if bugs else "")
+        if state.awkward:
+            log.info("%s", state.awkward.describe())
 
         await daemon.exit.wait()
         # From here every new call is UNAVAILABLE (R11), and with the socket
@@ -195,13 +202,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--like-choo", action="store_true",
                         help="need what choo's own daemon needs: a GitHub origin, a git identity "
                         "in the repository, a coding agent in CHOO_AGENT_CMD (environment.py)")
+    parser.add_argument("--awkward", action="append", default=[],
+                        choices=[*AWKWARD_SWITCHES, "all"],
+                        help="move a moment the contract leaves open (repeatable; all: every one); "
+                        "see awkward.py")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="seed of the --awkward delays (default: a random one; logged)")
     args = parser.parse_args(argv)
     if args.like_choo:
         environment.switch_on()
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                         format="%(asctime)s foreign %(levelname)s %(message)s")
     return asyncio.run(serve(os.path.abspath(args.socket), os.path.abspath(args.db),
-                             not args.no_control, set(args.bug)))
+                             not args.no_control, set(args.bug),
+                             Awkward(set(args.awkward), args.seed)))
 
 
 if __name__ == "__main__":

@@ -52,6 +52,9 @@ class Daemon:
         self.runs: dict[str, Conductor] = {}
         # Set when the process should stop serving and exit.
         self.exit = asyncio.Event()
+        # A Shutdown (or signal) was accepted; it begins at once, or a little
+        # later with --awkward late-unhealthy.
+        self.shutdown_accepted = False
 
     # -- DaemonService ---------------------------------------------------------
 
@@ -126,6 +129,13 @@ class Daemon:
         running = self._halt(job, request.force)
         if request.force and running is not None:
             await asyncio.wait([running], timeout=KILL_WAIT_S)
+        elif running is not None:
+            # R5 leaves open when a graceful stop answers: --awkward moves it.
+            way = self.state.awkward.graceful_stop()
+            if way == "cancel-early":
+                self.runs[job.job_id].end_now("cancelled")
+            elif way == "stop-waits":
+                await asyncio.wait([running])
         return daemon_pb2.StopJobResponse(
             success=True, message="job force killed" if request.force else "job stopped gracefully")
 
@@ -176,8 +186,9 @@ class Daemon:
         if request.wait_for_jobs and request.timeout_seconds < 0:
             raise invalid("timeout_seconds must be 0 (30 seconds) or more, "
                           f"got {request.timeout_seconds}")
-        if self.state.shutting_down:
+        if self.state.shutting_down or self.shutdown_accepted:
             raise Refusal(grpc.StatusCode.FAILED_PRECONDITION, "shutdown already in progress")
+        self.shutdown_accepted = True
         # Once begun, the shutdown runs to its end even if the caller gives
         # up waiting for the answer; the daemon exits when both are over.
         shutting_down = asyncio.get_running_loop().create_task(self.shut_down(
@@ -185,6 +196,7 @@ class Daemon:
         context.add_done_callback(
             lambda _: shutting_down.add_done_callback(lambda _: self.exit.set()))
         stopped = await asyncio.shield(shutting_down)
+        await self.state.awkward.before_shutdown_answers()
         return daemon_pb2.ShutdownResponse(success=True, jobs_stopped=stopped)
 
     async def WatchJob(self, request, context):
@@ -195,6 +207,8 @@ class Daemon:
     async def shut_down(self, wait: bool, timeout_s: float) -> int:
         """Refuse new work, let jobs finish for up to timeout_s if asked to,
         then stop the rest by force. The number of jobs stopped."""
+        self.shutdown_accepted = True
+        await self.state.awkward.before_shutdown_begins()
         self.state.begin_shutdown()
         log.info("shutting down: %d jobs not finished%s", self.state.active_count(),
                  f", waiting up to {timeout_s} s" if wait else "")
@@ -205,6 +219,10 @@ class Daemon:
     async def stop_all_now(self) -> int:
         left = [job for job in self.state.jobs.values() if not job.finished]
         running = [task for task in (self._halt(job, force=True) for job in left) if task]
+        for run in self.runs.values():
+            if run.job.finished and run.task is not None and not run.task.done():
+                run.stop(force=True)  # a command left running by --awkward cancel-early
+                running.append(run.task)
         if running:
             await asyncio.wait(running, timeout=KILL_WAIT_S)
         return len(left)
@@ -212,7 +230,8 @@ class Daemon:
     def on_signal(self, name: str) -> None:
         """SIGTERM/SIGINT: Shutdown(wait_for_jobs=true); again: stop jobs now."""
         loop = asyncio.get_running_loop()
-        if not self.state.shutting_down:
+        if not self.shutdown_accepted:
+            self.shutdown_accepted = True
             log.info("%s: shutting down, waiting for jobs (again to stop them now)", name)
 
             async def shut_down_then_exit() -> None:
@@ -249,15 +268,19 @@ class Daemon:
 
     async def AppendEvents(self, request, context):
         job = self.state.job(request.job_id)
-        if job.finished:
-            raise Refusal(grpc.StatusCode.FAILED_PRECONDITION,
-                          f"job {job.job_id} is {job.status}: it takes no more events")
-        try:
-            sequences = self.state.record(
-                job, [(e.event_type, e.unit_id, e.payload_json) for e in request.events])
-        except OSError as exc:
-            raise Refusal(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                          f"cannot record the events: {exc.strerror or exc}") from None
+        async with self.state.awkward.job_lock(job.job_id):
+            if job.finished:
+                raise Refusal(grpc.StatusCode.FAILED_PRECONDITION,
+                              f"job {job.job_id} is {job.status}: it takes no more events")
+            try:
+                # Whole, or a few at a time with --awkward bursty: recorded
+                # before the answer either way.
+                sequences = await self.state.awkward.record_in_bursts(
+                    lambda items: self.state.record(job, items),
+                    [(e.event_type, e.unit_id, e.payload_json) for e in request.events])
+            except OSError as exc:
+                raise Refusal(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                              f"cannot record the events: {exc.strerror or exc}") from None
         return control_pb2.AppendEventsResponse(sequences=sequences)
 
     async def FinishJob(self, request, context):
@@ -265,12 +288,15 @@ class Daemon:
             raise invalid("status must be one of completed, failed, cancelled, "
                           f"got {quote(request.status)}")
         job = self.state.job(request.job_id)
-        if job.finished:
-            raise Refusal(grpc.StatusCode.FAILED_PRECONDITION, f"job already stopped: {job.status}")
-        if job.job_id in self.runs:
-            raise Refusal(grpc.StatusCode.FAILED_PRECONDITION,
-                          f"job {job.job_id} runs its own tasks folder; stop it with StopJob")
-        self.state.finish(job, request.status, request.error)
+        # Not between two bursts of an AppendEvents (--awkward bursty).
+        async with self.state.awkward.job_lock(job.job_id):
+            if job.finished:
+                raise Refusal(grpc.StatusCode.FAILED_PRECONDITION,
+                              f"job already stopped: {job.status}")
+            if job.job_id in self.runs:
+                raise Refusal(grpc.StatusCode.FAILED_PRECONDITION,
+                              f"job {job.job_id} runs its own tasks folder; stop it with StopJob")
+            self.state.finish(job, request.status, request.error)
         return control_pb2.FinishJobResponse()
 
     async def ListSubscriptions(self, request, context):
@@ -310,8 +336,11 @@ async def _guarded(state: State, method: str, handler, request, context):
         if isinstance(request, _Undecodable):
             raise invalid(f"the request is not a valid {request.name} message")
         with state.calls.counted():
-            return await handler(request, context)
+            answer = await handler(request, context)
+            await state.awkward.jitter()
+            return answer
     except Refusal as refusal:
+        await state.awkward.jitter()
         await context.abort(refusal.code, refusal.details)
     except Exception:
         log.exception("%s failed", method)

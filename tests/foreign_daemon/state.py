@@ -12,6 +12,7 @@ import re
 import grpc
 
 from . import model
+from .awkward import Awkward
 from .ledger import Ledger
 from .model import FINISHED, Job, Refusal, encode_event, invalid, not_found, now_ns
 
@@ -57,6 +58,8 @@ class State:
         self.closed = False
         self.calls = CallCounter()
         self._a_job_finished = asyncio.Event()
+        # The moments moved by --awkward (awkward.py); none by default.
+        self.awkward = Awkward()
 
     def load(self) -> None:
         """The jobs of a previous run. One that was not finished then never
@@ -118,6 +121,7 @@ class State:
         for offset, (event_type, unit_id, payload, at_ns) in enumerate(stamped):
             job.log.append(encode_event(first + offset, event_type, unit_id, payload, at_ns))
         job.notify()
+        self.awkward.recorded(len(items))
         return list(range(first, first + len(items)))
 
     def finish(self, job: Job, status: str, error: str = "") -> None:

@@ -83,10 +83,14 @@ class Watcher:
                 await self._watch_on_a_thread(job, cursor, context)
                 return
             replay_end = len(job.log)
+            caught_up = True  # for --awkward jitter: nothing sent since the watch waited
             while True:
                 if self.state.shutting_down:
                     raise unavailable()
                 if cursor < len(job.log):
+                    if caught_up:
+                        await self.state.awkward.jitter()
+                        caught_up = False
                     behind = len(job.log) - cursor
                     if "drops-slow-watcher-events" in self.bugs and behind > SLOW_LAG:
                         log.info("watch of %s is %d events behind: skipping ahead",
@@ -101,6 +105,7 @@ class Watcher:
                 if job.finished:
                     return  # every event up to the job's last was sent (W14)
                 await job.next_change()
+                caught_up = True
         finally:
             # Also when the client cancels or goes away: the coroutine is
             # cancelled at its await and lets go here (W5, W7).
