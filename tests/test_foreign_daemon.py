@@ -21,6 +21,31 @@ three of the defects: 6 runs, a quarter of the CPU of all of them.
 `make foreign` (CHOO_FOREIGN_RUNS=all), which CI runs too, runs everything:
 the volume scenarios in both profiles and every defect in each profile
 that must catch it, 18 runs.
+
+The awkward daemon (`--awkward`, tests/foreign_daemon/awkward.py) is the
+correct one made late or early wherever the contract leaves the moment
+open; the suite must pass it too. make foreign runs it, in each profile:
+
+- every switch at once (`--awkward all`) ten times, on every scenario but
+  the heavy ones (volume and scale): about 50 s a run in the control
+  profile, 25 s black-box, where the plain daemon takes 20 and 15;
+- the heavy scenarios with every switch twice, in the heavy lane: the
+  volume scenarios are where bursts and the collected heap meet tens of
+  thousands of events, but ten runs of them would take longer than the
+  rest together;
+- each switch alone, once, on the scenarios whose moments it moves (and
+  gc-memory on W15, heavy).
+
+58 runs in all, 40 of them awkward, in three lanes: on two cores make
+foreign took 6.6 minutes (7 CPU-minutes), where the 18 runs before the
+awkward ones took about 3 CPU-minutes. Ten runs of the heavy scenarios in
+each profile, one after another as heavy runs must go, would add some 5
+minutes to the heavy lane alone. Each awkward run has a seed of its own, CHOO_AWKWARD_SEED (a random
+one when unset) plus its place in the plan; a failure shows the server
+command, seed included. make test runs `--awkward all` once per profile,
+on the lifecycle scenarios and those that end the daemon (about 20 s
+each, side by side with the other runs: the module takes 33 s instead of
+14 on an idle machine).
 """
 
 from __future__ import annotations
@@ -28,6 +53,7 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
+import random
 import signal
 import subprocess
 import sys
@@ -118,9 +144,64 @@ else:
     BLACK_BOX_CORRECT = "(black_box or watch_job_daemon) and not volume"
     HEAVY_RUNS, LONG_RUNS = (), ("correct/rest", "black-box/correct")
 
+# The awkward daemon (--awkward): correct, but late or early wherever the
+# contract leaves the moment open (tests/foreign_daemon/awkward.py). Each
+# profile: AWKWARD_REPEATS runs of every switch at once, on every scenario
+# but the heavy ones (tens of thousands of events, a thousand watchers),
+# which AWKWARD_HEAVY_REPEATS of them run too, in the heavy lane; and each
+# switch alone, once, on the scenarios whose moments it moves.
+AWKWARD_PROFILES = ("control", "black-box")
+AWKWARD_REPEATS = 10
+AWKWARD_HEAVY_REPEATS = 2
+AWKWARD_LIGHT = "not volume and not scale"
+AWKWARD_HEAVY = "volume or scale"
+AWKWARD_ALONE = {
+    "late-status": "(job_lifecycle or daemon_lifecycle or black_box or watch_job_daemon) and not volume",
+    "stop-waits": "R5 or R8",
+    "cancel-early": "R5 or R8",
+    "late-shutdown": "ends_daemon or R9",
+    "late-unhealthy": "ends_daemon or R9",
+    "bursty": "(event_stream or watch_job_daemon or black_box or job_lifecycle) and not volume",
+    "gc-memory": "W15",  # its memory scenario is a volume one: heavy
+    "jitter": AWKWARD_LIGHT,
+}
+# make test's: one run per profile, every switch, on the scenarios of the
+# moments they move that take a few seconds.
+AWKWARD_QUICK = "(job_lifecycle or ends_daemon) and not volume"
+# Each run's seed is this plus the run's place in the plan; a failure names
+# its seed, and its server command repeats it.
+AWKWARD_SEED = int(os.environ.get("CHOO_AWKWARD_SEED") or random.SystemRandom().randrange(10**6))
 
-def _server_cmd(bugs=(), control: bool = True) -> str:
+
+def _awkward_plans() -> dict[str, tuple[str, tuple[str, ...], bool]]:
+    """name -> (tags, switches, control)."""
+    plans: dict[str, tuple[str, tuple[str, ...], bool]] = {}
+    for profile in AWKWARD_PROFILES:
+        control = profile == "control"
+        if not ALL_RUNS:
+            plans[f"awkward/{profile}/all"] = (AWKWARD_QUICK, ("all",), control)
+            continue
+        for n in range(1, AWKWARD_REPEATS + 1):
+            plans[f"awkward/{profile}/all-{n}"] = (AWKWARD_LIGHT, ("all",), control)
+        for n in range(1, AWKWARD_HEAVY_REPEATS + 1):
+            plans[f"awkward/{profile}/all-{n}-heavy"] = (AWKWARD_HEAVY, ("all",), control)
+        for switch, tags in AWKWARD_ALONE.items():
+            plans[f"awkward/{profile}/{switch}"] = (tags, (switch,), control)
+    return plans
+
+
+AWKWARD_PLANS = _awkward_plans()
+if ALL_RUNS:
+    HEAVY_RUNS += tuple(name for name in AWKWARD_PLANS
+                        if name.endswith("-heavy") or name.endswith("/gc-memory"))
+    LONG_RUNS += tuple(name for name in AWKWARD_PLANS if name.startswith("awkward/control/all-")
+                       and name not in HEAVY_RUNS)
+
+
+def _server_cmd(bugs=(), control: bool = True, awkward=(), seed: int | None = None) -> str:
     flags = "".join(f" --bug {bug}" for bug in bugs) + ("" if control else " --no-control")
+    flags += "".join(f" --awkward {switch}" for switch in awkward)
+    flags += "" if seed is None else f" --seed {seed}"
     return f"{sys.executable} {SERVER} --socket {{socket}} --db {{db}}{flags}"
 
 
@@ -168,6 +249,8 @@ def runs(tmp_path_factory):
     plans.update({f"black-box/{bug}": (f"black_box and {BLACK_BOX_BREAKS[bug]}",
                                        _server_cmd([bug], control=False))
                   for bug in RUN_BLACK_BOX_BUGS})
+    plans.update({name: (tags, _server_cmd(control=control, awkward=switches, seed=AWKWARD_SEED + i))
+                  for i, (name, (tags, switches, control)) in enumerate(AWKWARD_PLANS.items())})
 
     def run(name: str) -> Verdict:
         return _run_suite(name.replace("/", "-"), folder, *plans[name])
@@ -247,6 +330,40 @@ def test_each_defect_is_caught_black_box(runs, bug):
     assert verdict.results["profile"] == "black-box"
     assert verdict.rules.get(rule) == "FAIL", (
         f"--bug {bug} --no-control: {verdict.rules}\n{verdict.output()}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(AWKWARD_PLANS))
+def test_the_awkward_daemon_fails_no_scenario(runs, name):
+    """Late or early where the contract allows it is no defect: the suite
+    must pass the awkward daemon as it passes the plain one."""
+    verdict, (tags, _, control) = runs[name], AWKWARD_PLANS[name]
+    assert verdict.results["profile"] == ("control" if control else "black-box")
+    scenarios = verdict.results["scenarios"]
+    assert any(s["verdict"] == "PASS" for s in scenarios), f"{name}: no scenario passed"
+    failed = [_why(s) for s in scenarios if s["verdict"] not in ("PASS", "N/A")]
+    assert not failed and verdict.code == 0, (
+        f"the suite does not pass the awkward daemon ({name}, --tags {tags!r}):\n"
+        + "\n".join(failed) + f"\nits command: {verdict.results.get('title', '')}\n"
+        + verdict.output())
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not ALL_RUNS, reason="make test's awkward runs take a few rules")
+@pytest.mark.parametrize("profile", AWKWARD_PROFILES)
+def test_the_awkward_daemon_is_checked_on_every_rule(runs, profile):
+    names = [n for n in AWKWARD_PLANS if n.startswith(f"awkward/{profile}/all-")]
+    passed = {rule for name in names for s in runs[name].results["scenarios"]
+              if s["verdict"] == "PASS" for rule in s["rules"]}
+    expected = {r for r in contract_rules() if profile == "control" or r.startswith("W")}
+    assert not sorted(expected - passed), f"no passing scenario for {sorted(expected - passed)}"
+
+
+def test_every_awkward_switch_runs_alone():
+    help_text = subprocess.run([sys.executable, str(SERVER), "--help"], capture_output=True,
+                               check=True, text=True, timeout=30).stdout
+    choices = help_text.split("--awkward {", 1)[1].split("}", 1)[0].split(",")
+    assert set(choices) == {*AWKWARD_ALONE, "all"}
 
 
 def test_the_runs_named_for_their_order_exist(runs):
