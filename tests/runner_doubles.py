@@ -11,6 +11,9 @@ import signal
 import threading
 from types import SimpleNamespace
 
+import grpc
+
+from choo.v1 import daemon_pb2
 from choo_reference import in_process
 from choo_reference.job_store import JobStore
 
@@ -161,3 +164,46 @@ def _cancelled_at_once_daemon(data_dir):
 
 cancelled_before_commands_end = SimpleNamespace(daemon=_cancelled_at_once_daemon,
                                                 watch_servicer=in_process.watch_servicer)
+
+
+def _start_job_internal_daemon(data_dir):
+    """An upstream defect: every StartJob that passes validation answers
+    INTERNAL. Every scenario that needs a started job is blocked by it."""
+    instance = in_process.ReferenceInstance(data_dir)
+    daemon = instance.servicers[in_process.DAEMON_SERVICE]
+    start = daemon.StartJob
+
+    def refuses(request, context):
+        if request.tasks_dir and request.target_branch and request.repo_path and request.parallelism >= 0:
+            context.abort(grpc.StatusCode.INTERNAL, "could not create the job's worktree")
+        return start(request, context)
+
+    daemon.StartJob = refuses
+    return instance
+
+
+start_job_internal = SimpleNamespace(daemon=_start_job_internal_daemon,
+                                     watch_servicer=in_process.watch_servicer)
+
+
+def _idle_daemon(data_dir):
+    """An upstream defect: StartJob answers a job that never runs a command
+    (as with a parallelism of 0 taken for zero workers)."""
+    instance = in_process.ReferenceInstance(data_dir)
+    daemon = instance.servicers[in_process.DAEMON_SERVICE]
+    start = daemon.StartJob
+    store = instance.orchestrator.store
+
+    def never_runs(request, context):
+        if not (request.tasks_dir and request.target_branch and request.repo_path
+                and request.parallelism >= 0):
+            return start(request, context)
+        job = store.create_job(tasks_dir=request.tasks_dir, target_branch=request.target_branch,
+                               feature_branch=request.feature_branch, repo_path=request.repo_path)
+        return daemon_pb2.StartJobResponse(job_id=job.job_id, status="running")
+
+    daemon.StartJob = never_runs
+    return instance
+
+
+no_unit_starts = SimpleNamespace(daemon=_idle_daemon, watch_servicer=in_process.watch_servicer)

@@ -8,10 +8,20 @@ from __future__ import annotations
 import grpc
 from pytest_bdd import given, parsers, then, when
 
+from .contract import TERMINAL
+from .daemon_target import SetupError
 from .event_stream_steps import time_for
 from .fixtures import EVENTUALLY, PROMPTLY, proto_event_fields
-from .lifecycle_steps import _jobs, _last_job, _start, _wait_for_status, tasks_folder
-from .wait import wait_until
+from .lifecycle_steps import (
+    _jobs,
+    _last_job,
+    _start,
+    _wait_for_status,
+    patience,
+    tasks_folder,
+    waited,
+)
+from .wait import ASKS_THE_DAEMON, wait_until
 
 STEP_KINDS = {
     "pass": lambda n: "true",
@@ -47,11 +57,26 @@ def _job_events(target, world) -> list[tuple]:
     return world.marks["job_events"]
 
 
-def _released(world, name: str) -> None:
-    root = world.jobs.root
-    assert wait_until((root / f"started-{name}").exists, EVENTUALLY), (
-        f'the command "{name}" never started')
-    (root / f"release-{name}").touch()
+def _wait_started(target, world, name: str) -> None:
+    """Until the held command `name` has started; at once when the job has
+    ended without it. Either way it never started: the scenario cannot go on
+    (blocked, not failed: what it checks comes later)."""
+    started = world.jobs.root / f"started-{name}"
+    job_id = _last_job(world)
+
+    def started_or_over() -> bool:
+        return started.exists() or target.job(job_id).status in TERMINAL
+
+    timeout = patience()
+    if not wait_until(started_or_over, timeout, ASKS_THE_DAEMON) or not started.exists():
+        raise SetupError(f'the command "{name}" never started (job {job_id} is '
+                         f'{target.job(job_id).status!r}; {waited(timeout)}); '
+                         f'the scenario needs it running')
+
+
+def _released(target, world, name: str) -> None:
+    _wait_started(target, world, name)
+    (world.jobs.root / f"release-{name}").touch()
 
 
 # -- Given ------------------------------------------------------------------
@@ -75,7 +100,8 @@ def folder_of_steps(world, tmp_path, name, units, count, kind):
 @given(parsers.parse('a job on "{folder}" that has completed, watched from 1 to its end'))
 def finished_job_watched(target, world, tmp_path, folder):
     jobs = _jobs(world, tmp_path)
-    job_id = _start(target, world, tmp_path, folder, repo=jobs.new_repository()).job_id
+    _start(target, world, tmp_path, folder, repo=jobs.new_repository())
+    job_id = _last_job(world)
     _wait_for_status(target, job_id, "completed")
     world.watches["default"] = world.watches["first"] = watch = target.watch(job_id, 1)
     _ended_ok(watch)
@@ -89,7 +115,7 @@ def finished_job_watched(target, world, tmp_path, folder):
 @when(parsers.parse('a client starts a job on "{folder}" behind a gate'))
 def start_behind_gate(target, world, tmp_path, folder):
     """The folder's units wait for a first unit that holds until released."""
-    jobs = _jobs(world, tmp_path)
+    _jobs(world, tmp_path)
     source = tmp_path / "tasks" / folder
     gated = tmp_path / "tasks" / f"{folder}-gated"
     tasks_folder(world, tmp_path, f"{folder}-gated",
@@ -103,12 +129,12 @@ def start_behind_gate(target, world, tmp_path, folder):
                 text = text.replace("depends_on: []", "depends_on: [gate]")
             (copy / entry.name).write_text(text)
     _start(target, world, tmp_path, f"{folder}-gated")
-    assert jobs.started, "the job did not start"
+    _last_job(world)  # blocked, not failed, if StartJob refused it
 
 
 @when("the gate is released")
-def gate_released(world):
-    _released(world, "gate")
+def gate_released(target, world):
+    _released(target, world, "gate")
 
 
 @when(parsers.parse("a client watches that job from sequence {position}"))
@@ -140,16 +166,15 @@ def second_watches_that_job(target, world, n):
 
 
 @when(parsers.parse('the command "{name}" is running'))
-def command_running(world, name):
-    assert wait_until((world.jobs.root / f"started-{name}").exists, EVENTUALLY), (
-        f'the command "{name}" never started')
+def command_running(target, world, name):
+    _wait_started(target, world, name)
 
 
 @when(parsers.re(r'the commands? (?P<names>"[^"]+"(?:(?:, | and )"[^"]+")*) (?:is|are) released'
                  r'(?: one after another)?$'))
-def commands_released(world, names):
+def commands_released(target, world, names):
     for name in names.strip('"').replace('" and "', '", "').split('", "'):
-        _released(world, name)
+        _released(target, world, name)
 
 
 @when(parsers.parse('client "{name}" cancels its watch'))
@@ -177,7 +202,7 @@ def released_with_joins(target, world, count):
     job_id = _last_job(world)
     joined = world.marks["joined"] = []
     for step in range(1, world.marks["steps"] + 1):
-        _released(world, f"step-{step}")
+        _released(target, world, f"step-{step}")
         # From 1: a joiner that comes after the job's end replays it (from 0
         # it would rightly get nothing, W8).
         joined += [target.watch(job_id, 1) for _ in range(count)]

@@ -64,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tags", metavar="EXPR",
                         help="only scenarios whose tags match EXPR, e.g. 'event_stream and not W15'")
     parser.add_argument(
+        "--scenario", action="append", default=[], metavar="ID",
+        help="only the scenarios whose id matches ID, a pattern like the known lists' (repeatable); "
+        "a failure's report line gives the one that reruns it alone")
+    parser.add_argument(
         "--known-failing", metavar="FILE",
         help="scenarios expected to fail, as patterns over scenario ids (one per line, # "
         "comments; a bare rule id means all its scenarios): reported, not failed; one that "
@@ -99,7 +103,9 @@ def main(argv: list[str] | None = None) -> int:
         implementation=args.implementation, profile=args.profile, rules=rules, tags=args.tags,
         known_failing=args.known_failing, known_flaky=args.known_flaky,
         allow_skips=args.allow_skips, scenario_timeout=args.scenario_timeout,
-        timeout=args.timeout, repo_origin=args.repo_origin, server_env=dict(args.server_env))
+        timeout=args.timeout, scenarios=args.scenario,
+        argv=list(sys.argv[1:] if argv is None else argv),
+        repo_origin=args.repo_origin, server_env=dict(args.server_env))
     return runner.run(options)
 
 

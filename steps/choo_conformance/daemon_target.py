@@ -22,6 +22,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from choo.conformance.v1 import control_pb2
 from choo.v1 import daemon_pb2
 
+from . import journal
 from .contract import CONTROL_SERVICE, DAEMON_SERVICE
 from .stream import ReceivedStream, Status
 from .wait import ASKS_THE_DAEMON, wait_until
@@ -58,6 +59,12 @@ class Watch(ReceivedStream):
 class ControlError(AssertionError):
     """A set-up call of the conformance control service failed: the scenario
     cannot go on, and the daemon is to blame (it fails the scenario)."""
+
+
+class SetupError(AssertionError):
+    """What a scenario needs before it can check its rule never came about
+    (StartJob refused, the job never ran a command): the scenario is
+    BLOCKED with this cause, not failed, and its rule was not reached."""
 
 
 @dataclass
@@ -122,6 +129,7 @@ class DaemonTarget:
             request = daemon_pb2.WatchJobRequest(job_id=self.job_id(job), from_sequence=from_sequence)
             watch = self._open_watch(request)
             watch.job_id = request.job_id
+            journal.record(DAEMON_SERVICE.full_name, "WatchJob", request, watch)
             self.calls.append(watch)
             watches.append(watch)
         if job in self._names:
@@ -166,7 +174,7 @@ class DaemonTarget:
         call = self._unary(DAEMON_SERVICE.full_name, method, request, CALL_DEADLINE_S)
         if method == "StartJob":
             self._started.append(call)
-        return call
+        return journal.RecordedCall(call, journal.record(DAEMON_SERVICE.full_name, method, request, call))
 
     def begin_shutdown(self) -> None:
         """Shutdown(wait_for_jobs=false), not waiting for the answer."""
@@ -174,11 +182,13 @@ class DaemonTarget:
 
     def _call_ok(self, service: str, method: str, request):
         call = self._unary(service, method, request, CALL_DEADLINE_S)
+        entry = journal.record(service, method, request, call)
         response, status = call.result(CALL_DEADLINE_S + 1)
+        entry.note(status)
         if status is None or status.code == grpc.StatusCode.DEADLINE_EXCEEDED:
             raise ControlError(f"{method} did not answer within {CALL_DEADLINE_S:g} s")
         if status.code != grpc.StatusCode.OK:
-            raise ControlError(f"{method} failed: {status}")
+            raise ControlError(f"{method} answered {journal.status_text(status)}")
         return response
 
     def reopen(self) -> bool:
@@ -192,7 +202,9 @@ class DaemonTarget:
         to read the state back."""
         request = daemon_pb2.GetJobStatusRequest(job_id=self.job_id(job))
         call = self._unary(DAEMON_SERVICE.full_name, "GetJobStatus", request, CALL_DEADLINE_S)
+        entry = journal.record(DAEMON_SERVICE.full_name, "GetJobStatus", request, call)
         response, status = call.result(CALL_DEADLINE_S + 1)
+        entry.note(status)
         gone = status is not None and status.code in (grpc.StatusCode.UNAVAILABLE,
                                                       grpc.StatusCode.CANCELLED)
         if gone and self.reopen():

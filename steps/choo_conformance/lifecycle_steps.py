@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import grpc
@@ -14,7 +15,8 @@ from pytest_bdd import given, parsers, then, when
 from choo.v1 import daemon_pb2
 
 from . import environment
-from .contract import CONTRACT_CODES, TERMINAL
+from .contract import CONTRACT_CODES, TERMINAL, names_field
+from .daemon_target import SetupError
 from .fixtures import EVENTUALLY, PROMPTLY, status_code
 from .wait import ASKS_THE_DAEMON, wait_until
 
@@ -57,6 +59,12 @@ def shell_command(text: str, workdir, folder: str, unit: str, number: int) -> st
             f'( {_lever(text, workdir)} ); rc=$?; touch "{mark_path}.ended"; exit $rc')
 
 
+# docs/SPEC.md section 7: task files are `NN-name.md`, two digits, so a unit
+# has at most 99 tasks; a daemon that reads only `[0-9][0-9]-*.md` must see
+# every task the suite writes (more tasks take more units, not longer names).
+MOST_TASKS_IN_A_UNIT = 99
+
+
 def write_tasks_folder(root, rows, workdir) -> None:
     header, *rows = rows
     marks(workdir).mkdir(exist_ok=True)
@@ -67,7 +75,11 @@ def write_tasks_folder(root, rows, workdir) -> None:
         deps = [d.strip() for d in cell["depends_on"].split(",") if d.strip()]
         (unit_dir / "IMPLEMENTATION_PLAN.md").write_text(
             f"---\nunit: {cell['unit']}\ndepends_on: [{', '.join(deps)}]\n---\n\n# {cell['unit']}\n")
-        for number, command in enumerate(cell["commands"].split("; "), start=1):
+        commands = cell["commands"].split("; ")
+        if len(commands) > MOST_TASKS_IN_A_UNIT:
+            raise ValueError(f"unit {cell['unit']} has {len(commands)} tasks: task files are numbered "
+                             f"01 to {MOST_TASKS_IN_A_UNIT} (docs/SPEC.md section 7)")
+        for number, command in enumerate(commands, start=1):
             depends = f"[{number - 1}]" if number > 1 else "[]"
             quoted = shell_command(command, workdir, root.name, cell["unit"], number)
             quoted = quoted.replace("\\", "\\\\").replace('"', '\\"')
@@ -106,6 +118,18 @@ class Jobs:
         self.ids: dict[str, str] = {}  # label -> job id
         self.started: list[str] = []
         self.folder_of: dict[str, str] = {}  # job id -> the tasks folder's name
+        self.refused: str | None = None  # the last StartJob's answer, if not OK
+        self._repositories = 0
+
+    def new_repository(self) -> Path:
+        """A repository of its own, for a job that must outlive the next
+        StartJob: a daemon may forget a finished job once another job starts
+        on its repo_path (docs/SPEC.md, R7)."""
+        self._repositories += 1
+        path = self.root / f"repo-{self._repositories}"
+        path.mkdir()
+        make_repository(path)
+        return path
 
 
 def _jobs(world, tmp_path) -> Jobs:
@@ -120,21 +144,52 @@ def _answer(world):
     return response, status
 
 
-def _start(target, world, tmp_path, folder, **fields):
+def _start(target, world, tmp_path, folder, repo: Path | None = None, **fields):
     jobs = _jobs(world, tmp_path)
     request = daemon_pb2.StartJobRequest(
         tasks_dir=jobs.folders.get(folder, folder), target_branch=fields.pop("target_branch", "main"),
-        repo_path=str(jobs.repo), **fields)
+        repo_path=str(repo or jobs.repo), **fields)
     world.last_call = target.call("StartJob", request)
     response, status = world.last_call.result(EVENTUALLY)
     if status is not None and status.code == grpc.StatusCode.OK:
         jobs.started.append(response.job_id)
         jobs.folder_of.setdefault(response.job_id, folder)
+    else:
+        jobs.refused = f"StartJob answered {status or f'nothing within {EVENTUALLY:g} s'}"
     return response
 
 
 def _last_job(world) -> str:
-    return world.jobs.started[-1]
+    jobs = getattr(world, "jobs", None)
+    if jobs is None or not jobs.started:
+        why = getattr(jobs, "refused", None) or "StartJob was not called"
+        raise SetupError(f"the scenario has no job to go on with: {why}")
+    return jobs.started[-1]
+
+
+# A precondition the daemon already failed to meet in this run by running
+# out its whole wait (a job that never runs a command, say): later scenarios
+# that wait for the same are blocked by the same cause, and wait only this
+# long, so that one upstream defect does not cost every scenario the whole
+# wait. A daemon that met it once in time keeps the whole wait.
+PATIENCE_AFTER_A_MISS_S = 2.0
+_missed: set[str] = set()
+
+
+# The one precondition so far: a started job makes progress (runs its
+# commands, ends). A daemon whose jobs never run fails it everywhere.
+JOB_PROGRESS = "a started job to make progress"
+
+
+def patience(precondition: str = JOB_PROGRESS, timeout: float = EVENTUALLY) -> float:
+    return min(timeout, PATIENCE_AFTER_A_MISS_S) if precondition in _missed else timeout
+
+
+def waited(timeout: float, precondition: str = JOB_PROGRESS) -> str:
+    """Notes a wait that ran out; says how long it was and why."""
+    _missed.add(precondition)
+    return (f"waited {timeout:g} s" + (f", as {precondition} had not come in time before in this "
+                                       "run" if timeout <= PATIENCE_AFTER_A_MISS_S else ""))
 
 
 # What a job's wait allows for each command it runs, beyond EVENTUALLY.
@@ -142,8 +197,21 @@ SECONDS_PER_COMMAND = 0.05
 
 
 def _wait_for_status(target, job_id, status, timeout=EVENTUALLY) -> None:
-    assert wait_until(lambda: target.job(job_id).status == status, timeout, ASKS_THE_DAEMON), (
-        f"job {job_id} is {target.job(job_id).status!r}, expected {status!r}")
+    """Until the job reads `status`; at once when it has ended in another
+    (a terminal job never changes status again)."""
+    timeout = patience(timeout=timeout)
+    seen: list[str] = []
+
+    def settled() -> bool:
+        seen.append(target.job(job_id).status)
+        return seen[-1] == status or seen[-1] in TERMINAL
+
+    wait_until(settled, timeout, ASKS_THE_DAEMON)
+    now = seen[-1] if seen else target.job(job_id).status
+    if now in TERMINAL:
+        assert now == status, f"job {job_id} ended {now!r}, expected {status!r} (terminal: it never changes)"
+    elif now != status:
+        raise AssertionError(f"job {job_id} is still {now!r}, expected {status!r} ({waited(timeout)})")
 
 
 # -- Given ------------------------------------------------------------------
@@ -176,10 +244,15 @@ def job_in_status(target, world, tmp_path, status):
         tasks_folder(world, tmp_path, "waiting",
                      [["unit", "depends_on", "commands"], ["u", "", WAIT_FOR_RELEASE]])
     folder = {"completed": "passing", "failed": "failing", "running": "waiting"}[status]
-    job_id = _start(target, world, tmp_path, folder).job_id
-    jobs.ids[status] = job_id
+    # Each on a repository of its own: the scenario goes on to start others,
+    # and looks at this one again (R7, W18, R11).
+    _start(target, world, tmp_path, folder, repo=jobs.new_repository())
+    job_id = jobs.ids[status] = _last_job(world)
     if status != "running":
-        _wait_for_status(target, job_id, status)
+        try:
+            _wait_for_status(target, job_id, status)
+        except AssertionError as error:
+            raise SetupError(str(error).split("\nassert ", 1)[0]) from None
 
 
 @given("the daemon is shutting down, waiting for a running job")
@@ -187,7 +260,7 @@ def shutting_down_waiting(target, world, tmp_path):
     # Shutdown(wait_for_jobs) keeps the daemon serving until the job ends:
     # the window in which new work must be refused.
     job_in_status(target, world, tmp_path, "running")
-    first_command_running(world)
+    first_command_running(target, world)
     world.shutdown_call = target.call("Shutdown", daemon_pb2.ShutdownRequest(
         wait_for_jobs=True, timeout_seconds=60))
     _turns_unhealthy(target)
@@ -224,9 +297,18 @@ def start_on_branch(target, world, tmp_path, folder, branch, target_branch):
 
 
 @when("the job's first command is running")
-def first_command_running(world):
+def first_command_running(target, world):
     started = world.jobs.root / "started"
-    assert wait_until(started.exists, EVENTUALLY), "the job's first command never started"
+    job_id = _last_job(world)
+
+    def started_or_over() -> bool:
+        return started.exists() or target.job(job_id).status in TERMINAL
+
+    timeout = patience()
+    if not wait_until(started_or_over, timeout, ASKS_THE_DAEMON) or not started.exists():
+        raise SetupError(f"the job's first command never started (job {job_id} is "
+                         f"{target.job(job_id).status!r}; {waited(timeout)}); "
+                         f"the scenario needs it running")
 
 
 @when("the running command is released")
@@ -238,6 +320,38 @@ def release(world):
 def stop_job(target, world, how):
     world.last_call = target.call("StopJob", daemon_pb2.StopJobRequest(
         job_id=_last_job(world), force=how == "by force"))
+
+
+# How long a graceful stop is given to be under way, when the daemon shows it
+# neither by answering nor by the job's status, before its running command
+# is released (see stop_gracefully_releasing).
+STOP_UNDER_WAY_S = 2.0
+
+
+@when("a client stops the job gracefully, and the running command is released once the stop is "
+      "under way")
+def stop_gracefully_releasing(target, world):
+    """A graceful StopJob may answer at once or only once the running commands
+    have ended (R5 leaves it open), so the command is released without
+    waiting for the answer: as soon as the stop shows (StopJob answered, or
+    the job reads cancelled), or, for a daemon that shows neither until its
+    commands end, once the stop has had STOP_UNDER_WAY_S to reach it."""
+    job_id = _last_job(world)
+    world.last_call = call = target.call("StopJob", daemon_pb2.StopJobRequest(job_id=job_id, force=False))
+
+    def under_way() -> str | None:
+        if call.result(0)[1] is not None:
+            return "StopJob had answered"
+        if target.job(job_id).status == "cancelled":
+            return "the job read cancelled"
+        return None
+
+    shown = wait_until(under_way, STOP_UNDER_WAY_S, ASKS_THE_DAEMON)
+    world.marks["released"] = (under_way() if shown else None) or (
+        f"StopJob had not answered after {STOP_UNDER_WAY_S:g} s, the job still read "
+        f"{target.job(job_id).status!r}")
+    world.marks["released_at"] = time.monotonic()
+    (world.jobs.root / "release").touch()
 
 
 @when(parsers.re(r'a client stops job "(?P<job>[^"]*)"'))
@@ -293,6 +407,13 @@ def odd_call(target, world, rpc, value):
 def call_fails(world, code, details):
     _, status = _answer(world)
     assert (status.code, status.details) == (status_code(code), details), f"got {status}"
+
+
+@then(parsers.parse('the call fails with status {code} and details naming the field "{field}"'))
+def call_fails_naming_field(world, code, field):
+    _, status = _answer(world)
+    assert status.code == status_code(code), f"got {status}"
+    assert names_field(status.details, field), f"details {status.details!r} do not name the field {field}"
 
 
 @then(parsers.re(r'the call fails with status (?P<code>[A-Z_]+) and details '
@@ -379,10 +500,37 @@ def _mark(world, unit: str, task: int, suffix: str) -> Path:
     return base.with_name(base.name + suffix)
 
 
-@then(parsers.parse('the command "{unit}" task {task:d} ran to its end'))
-def command_ran_to_its_end(world, unit, task):
+@then(parsers.parse('the command "{unit}" task {task:d} runs to its end'))
+def command_runs_to_its_end(world, unit, task):
+    # A graceful stop lets a running command finish: it ends on its own once
+    # released, though it may end after the job already reads cancelled.
     ended = _mark(world, unit, task, ".ended")
-    assert ended.exists(), f"task {task} of unit {unit} did not run to its end (it was stopped)"
+    pid = int(_mark(world, unit, task, ".pid").read_text())
+    # The shell notes its end before it exits: gone without that note, it
+    # was killed, and waiting longer cannot change that.
+    wait_until(lambda: ended.exists() or not process_alive(pid), EVENTUALLY)
+    if ended.exists():
+        world.marks[f"ended {unit} {task}"] = time.monotonic()
+        return
+    state = "still runs" if process_alive(pid) else "was killed: it is gone without having ended"
+    raise AssertionError(
+        f"task {task} of unit {unit} (pid {pid}) was released ({world.marks.get('released')}) but "
+        f"did not run to its end within {EVENTUALLY:g} s: it {state}; a graceful stop must let a "
+        f"running command finish")
+
+
+@then(parsers.parse("the command \"{unit}\" task {task:d} does not start within a second of task "
+                    "{previous:d}'s end"))
+def command_does_not_start(world, unit, task, previous):
+    # Nothing says when a daemon that ignored the stop would start the next
+    # task: a bounded watch from the end of the one before, which such a
+    # daemon follows at once.
+    started = _mark(world, unit, task, ".started")
+    ended_at = world.marks.get(f"ended {unit} {previous}", time.monotonic())
+    remaining = max(0.0, ended_at + 1.0 - time.monotonic())
+    assert not wait_until(started.exists, remaining), (
+        f"task {task} of unit {unit} started after task {previous} ended, although the job had been "
+        f"stopped gracefully (no task that had not started may start)")
 
 
 @then(parsers.parse('the command "{unit}" task {task:d} never started'))

@@ -8,6 +8,7 @@ Loaded by the repository's conftest.py and by the `choo-conformance` runner
 
 from __future__ import annotations
 
+import fnmatch
 import re
 import signal
 import time
@@ -15,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from . import environment, process
+from . import environment, journal, process
+from .daemon_target import SetupError
 from .limits import DEFAULT_SCENARIO_TIMEOUT_S, scenario_limit, teardown_grace
 from .profiles import PROFILES
 from .progress import ProgressWriter
@@ -65,6 +67,8 @@ def pytest_addoption(parser):
         help="fail a scenario that runs longer than S seconds (default %(default)s)")
     group.addoption("--choo-progress", default=None, metavar="PATH",
                     help="write the progress stream the runner reads here")
+    group.addoption("--choo-scenario", action="append", default=[], metavar="PATTERN",
+                    help="only the scenarios whose id matches PATTERN (fnmatch; repeatable)")
     group.addoption("--choo-skip-done", default=None, metavar="PATH",
                     help="deselect the node ids listed in PATH (a resumed run)")
 
@@ -139,6 +143,9 @@ class _Suite:
         self.outcomes: dict[str, dict] = {}
         self.step = ""
         self.limit = self.timeout
+        self.passed_steps: list[str] = []
+        self.failure: tuple[str, BaseException | None, bool] | None = None  # step, error, blocked
+        self.stories: dict[str, dict] = {}
         if self.progress is not None:
             process.on_start.append(lambda daemon: self.emit(
                 "daemon", pgid=daemon.pid, folder=daemon.folder if daemon.owns_folder else None))
@@ -156,12 +163,15 @@ class _Suite:
         if skip_done:
             done = set(Path(skip_done).read_text().split("\n")) - {""}
         keep, dropped, records = [], [], []
+        chosen = config.getoption("choo_scenario")
         for item in items:
             info = scenario_info(item)
             if info is None:
                 keep.append(item)
                 continue
-            if item.nodeid in done:
+            if item.nodeid in done or (chosen and not any(
+                    fnmatch.fnmatchcase(scenario_id, pattern)
+                    for pattern in chosen for scenario_id in (*info.ids, info.key))):
                 dropped.append(item)
                 continue
             self.infos[item.nodeid] = info
@@ -196,6 +206,8 @@ class _Suite:
             return
         self.step = "(setting up)"
         self.limit = scenario_limit(self.timeout, info.tags)
+        self.passed_steps, self.failure = [], None
+        journal.reset()
         self.emit("started", nodeid=item.nodeid, at=time.time(), limit_s=self.limit)
         previous = signal.signal(signal.SIGALRM, self._time_is_up)
         signal.setitimer(signal.ITIMER_REAL, self.limit)
@@ -214,8 +226,31 @@ class _Suite:
         self.step = f"{step.keyword} {step.name}".strip()
         self.emit("step", nodeid=request.node.nodeid, step=self.step)
 
+    def pytest_bdd_after_step(self, request, feature, scenario, step, step_func, step_func_args):
+        self.passed_steps.append(self.step)
+
+    def pytest_bdd_step_error(self, request, feature, scenario, step, step_func, step_func_args,
+                              exception):
+        # A Given that cannot build its state, or a step whose precondition
+        # the daemon never met (SetupError): the scenario is blocked, its
+        # rule's own behaviour never reached.
+        blocked = step.type == "given" or isinstance(exception, SetupError)
+        self.failure = (self.step, exception, blocked)
+
     def pytest_bdd_after_scenario(self, request, feature, scenario):
         self.step = "(cleaning up)"
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item, call):
+        outcome = yield
+        report = outcome.get_result()
+        if item.nodeid not in self.infos or not report.failed or report.when != "call":
+            return
+        step, error, blocked = self.failure or (self.step, call.excinfo.value if call.excinfo else None,
+                                                False)
+        target = item.funcargs.get("target")
+        self.stories[item.nodeid] = story_of(step, error, self.passed_steps,
+                                             getattr(target, "address", ""), blocked)
 
     # -- outcomes ------------------------------------------------------------------
 
@@ -229,9 +264,13 @@ class _Suite:
             record["outcome"] = "skipped"
             reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
             record["detail"] = reason.removeprefix("Skipped: ")
-        elif report.failed and record["outcome"] != "failed":
-            record["outcome"] = "failed"
-            record["detail"] = ("in clean-up: " if report.when == "teardown" else "") + _failure(report)
+        elif report.failed and record["outcome"] not in ("failed", "blocked"):
+            story = self.stories.pop(report.nodeid, None)
+            if story is not None:
+                record.update(story)
+            else:
+                record["outcome"] = "failed"
+                record["detail"] = ("in clean-up: " if report.when == "teardown" else "") + _failure(report)
         if report.when == "teardown":
             self.emit("finished", nodeid=report.nodeid, **self.outcomes.pop(report.nodeid))
 
@@ -250,6 +289,49 @@ def _failure(report) -> str:
     crash = getattr(report.longrepr, "reprcrash", None)
     message = crash.message if crash is not None else str(report.longrepr)
     return message.strip()
+
+
+def explanation(error: BaseException | None) -> tuple[str, str]:
+    """Why a step failed, in the service's words, and (for a fault of the
+    suite's own code meeting an answer it did not expect) the Python detail,
+    which is never the explanation."""
+    if isinstance(error, (AssertionError, ScenarioTimeout)):
+        text = str(error).split("\nassert ", 1)[0].strip()
+        return (text or "an expectation was not met"), ""
+    if error is None:
+        return "it failed", ""
+    where = ""
+    tb = error.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is not None:
+        where = f" at {Path(tb.tb_frame.f_code.co_filename).name}:{tb.tb_lineno}"
+    failed = journal.last_failed_unary()
+    answer = (f"{failed.method} answered {journal.status_text(failed.status)}"
+              if failed is not None and failed.status is not None else "the calls below")
+    return (f"the step could not go on after {answer}", f"{type(error).__name__}: {error}{where}")
+
+
+def story_of(step: str, error: BaseException | None, passed: list[str], address: str,
+             blocked: bool) -> dict:
+    """What a failed scenario's record says: its outcome, a line for the
+    report's tables (the step and why), and the story (the steps that
+    passed, the calls and their answers, the same call with grpcurl)."""
+    why, internal = explanation(error)
+    lines = [f"failed at: {step}"]
+    if passed:
+        lines.append("after: " + " / ".join(passed))
+    calls = journal.story()
+    if calls:
+        lines.append("calls:")
+        lines += [f"  {line}" for line in calls]
+    failed_call = journal.last_failed_unary()
+    command = failed_call.grpcurl(address) if failed_call is not None and address else None
+    if command:
+        lines.append(f"same call: {command}")
+    if internal:
+        lines.append(f"in the suite: {internal}")
+    return {"outcome": "blocked" if blocked else "failed", "detail": f"{step}: {why}", "story": lines}
 
 
 def pytest_configure(config):

@@ -14,12 +14,13 @@ from .scenario_info import ScenarioInfo, rule_order
 
 # Scenario outcomes, as the pytest process reports them (plus the runner's own).
 PASSED, FAILED, SKIPPED = "passed", "failed", "skipped"
+BLOCKED_OUTCOME = "blocked"  # its set-up (a Given, or a precondition) could not be built
 NOT_APPLICABLE = "not applicable"  # by design, in this mode or profile
 NOT_RUN = "not run"  # the run ended (--timeout) before it
 
 # Verdicts.
-PASS, FAIL, SKIP, XFAIL, XPASS, FLAKY, NA, NOTRUN = (
-    "PASS", "FAIL", "SKIP", "XFAIL", "XPASS", "FLAKY", "N/A", "NOT RUN")
+PASS, FAIL, SKIP, XFAIL, XPASS, FLAKY, NA, NOTRUN, BLOCKED = (
+    "PASS", "FAIL", "SKIP", "XFAIL", "XPASS", "FLAKY", "N/A", "NOT RUN", "BLOCKED")
 
 EXIT_PASSED, EXIT_FAILED, EXIT_NO_VERDICT = 0, 1, 2
 
@@ -33,6 +34,11 @@ class ScenarioResult:
     attempts: int = 0
     known_failing: bool = False
     known_flaky: bool = False
+    story: list[str] = field(default_factory=list)  # steps, calls and answers of a failure
+
+    @property
+    def went_wrong(self) -> bool:
+        return self.outcome in (FAILED, BLOCKED_OUTCOME)
 
     @property
     def verdict(self) -> str:
@@ -42,20 +48,24 @@ class ScenarioResult:
             return NOTRUN
         if self.outcome == SKIPPED:
             return SKIP
-        if self.known_flaky and (self.outcome == FAILED or self.attempts > 1):
+        if self.known_flaky and (self.went_wrong or self.attempts > 1):
             return FLAKY
         if self.known_failing:
-            return XFAIL if self.outcome == FAILED else XPASS
+            return XFAIL if self.went_wrong else XPASS
+        if self.outcome == BLOCKED_OUTCOME:
+            return BLOCKED
         return FAIL if self.outcome == FAILED else PASS
 
     def to_json(self) -> dict:
         return {**self.info.to_json(), "id": self.info.key, "ids": self.info.ids,
                 "outcome": self.outcome, "verdict": self.verdict, "detail": self.detail,
-                "duration_s": round(self.duration_s, 3), "attempts": self.attempts}
+                "story": self.story, "duration_s": round(self.duration_s, 3),
+                "attempts": self.attempts}
 
 
 # Which scenario verdict decides the rule's, most telling first.
-_PRECEDENCE = (FAIL, XPASS, NOTRUN, SKIP, XFAIL, PASS)
+# A failure is the rule's own; a blocked scenario never reached the rule.
+_PRECEDENCE = (FAIL, XPASS, BLOCKED, NOTRUN, SKIP, XFAIL, PASS)
 
 
 @dataclass
@@ -88,7 +98,7 @@ class RuleResult:
     def detail(self) -> str:
         """The line that explains the verdict."""
         verdict = self.verdict
-        if verdict in (FAIL, XFAIL, XPASS, SKIP, NOTRUN):
+        if verdict in (FAIL, BLOCKED, XFAIL, XPASS, SKIP, NOTRUN):
             scenario = self.first(verdict)
             assert scenario is not None
             text = scenario.detail or ""
@@ -102,7 +112,8 @@ class RuleResult:
     def to_json(self) -> dict:
         return {"id": self.rule.id, "title": self.rule.title, "verdict": self.verdict,
                 "scenarios": len(self.applicable), "passed": self.count(PASS, FLAKY),
-                "failed": self.count(FAIL), "skipped": self.count(SKIP),
+                "failed": self.count(FAIL), "blocked": self.count(BLOCKED),
+                "skipped": self.count(SKIP),
                 "known_failing": self.count(XFAIL), "xpass": self.count(XPASS),
                 "flaky": self.count(FLAKY), "not_run": self.count(NOTRUN),
                 "not_applicable": self.count(NA), "seconds": round(self.seconds, 3),
@@ -127,7 +138,7 @@ def by_rule(results: list[ScenarioResult], rules: dict[str, Rule]) -> list[RuleR
 
 def exit_code(rules: list[RuleResult], allow_skips: bool) -> int:
     verdicts = [r.verdict for r in rules]
-    if FAIL in verdicts or XPASS in verdicts:
+    if FAIL in verdicts or XPASS in verdicts or BLOCKED in verdicts:
         return EXIT_FAILED
     if not any(v in (PASS, XFAIL) for v in verdicts):
         return EXIT_NO_VERDICT  # nothing was checked

@@ -81,7 +81,23 @@ class Options:
     flaky_retries: int = DEFAULT_FLAKY_RETRIES
     repo_origin: str | None = None
     server_env: dict[str, str] = field(default_factory=dict)
+    scenarios: list[str] = field(default_factory=list)  # --scenario patterns
+    argv: list[str] = field(default_factory=list)  # the command line, for rerun lines
     extra_pytest_args: list[str] = field(default_factory=list)
+
+    def rerun(self, scenario: ScenarioResult) -> str:
+        """The command that runs this one scenario again, as this run ran."""
+        kept, skip = [], False
+        for arg in self.argv:
+            if skip:
+                skip = False
+                continue
+            name = arg.split("=", 1)[0]
+            if name in ("--rules", "--tags", "--scenario", "--known-flaky", "--known-failing"):
+                skip = "=" not in arg
+                continue
+            kept.append(arg)
+        return shlex.join(["choo-conformance", *kept, "--scenario", glob_literal(scenario.info.ids[0])])
 
     @property
     def mode(self) -> str:
@@ -197,6 +213,7 @@ def pytest_command(options: Options, progress: Path, skip_done: Path | None,
     if options.repo_origin is not None:
         command.append(f"--repo-origin={options.repo_origin}")
     command += [f"--server-env={key}={value}" for key, value in options.server_env.items()]
+    command += [f"--choo-scenario={pattern}" for pattern in options.scenarios]
     markers = []
     if options.rules:
         markers.append("(" + " or ".join(options.rules) + ")")
@@ -205,6 +222,11 @@ def pytest_command(options: Options, progress: Path, skip_done: Path | None,
     if markers and not nodeids:
         command += ["-m", " and ".join(markers)]
     return command + options.extra_pytest_args
+
+
+def glob_literal(text: str) -> str:
+    """A pattern (--scenario, the known lists: fnmatch) that matches text alone."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in text)
 
 
 def _absolute(nodeid: str) -> str:
@@ -266,7 +288,7 @@ class _Run:
             attempts = previous.attempts + 1 if previous else 1
             self.results[nodeid] = ScenarioResult(
                 self.infos[nodeid], record["outcome"], record["detail"], record["duration_s"]
-                + (previous.duration_s if previous else 0.0), attempts)
+                + (previous.duration_s if previous else 0.0), attempts, story=record.get("story", []))
             state["current"] = None
             self.on_finished(self, nodeid)
         elif kind == "done":
@@ -385,7 +407,7 @@ def _run(options: Options) -> int:
         scenarios = [run.results[n] for n in run.order if rule_id in run.infos[n].rules]
         mark_known(scenarios, known_failing, known_flaky)
         (rule,) = [r for r in by_rule(scenarios, rules) if r.rule.id == rule_id]
-        _say(report.rule_line(rule))
+        _say(report.rule_line(rule, options.rerun))
 
     run = _Run(options, report_dir, rule_finished)
     previous_signal = signal.signal(signal.SIGTERM, _exit_on_sigterm)
@@ -411,7 +433,7 @@ def _run(options: Options) -> int:
         signal.signal(signal.SIGTERM, previous_signal)
 
     if not run.order:
-        raise NoVerdict("no scenario selected: check --rules and --tags")
+        raise NoVerdict("no scenario selected: check --rules, --tags and --scenario")
     scenarios = [run.results.get(n) or ScenarioResult(run.infos[n], NOT_RUN, "never reported")
                  for n in run.order]
     mark_known(scenarios, known_failing, known_flaky)
@@ -420,16 +442,22 @@ def _run(options: Options) -> int:
         rule_results = [r for r in rule_results if r.rule.id in options.rules]
     for rule in rule_results:  # those not printed yet: all their scenarios were not applicable
         if rule.rule.id not in printed:
-            _say(report.rule_line(rule))
+            _say(report.rule_line(rule, options.rerun))
     code = exit_code(rule_results, options.allow_skips)
     info = report.RunInfo(options.title(), options.mode, options.effective_profile())
     lists = [known_failing, known_flaky]
-    report.write_summary(report_dir / "summary.md", info, rule_results, scenarios, lists, code)
+    report.write_summary(report_dir / "summary.md", info, rule_results, scenarios, lists, code,
+                         options.rerun)
     report.write_junit(report_dir / "junit.xml", info, scenarios)
     report.write_results(report_dir / "results.json", info, rule_results, scenarios, lists, code)
     for patterns in lists:
         for entry in patterns.unmatched():
             _say(f"note: {patterns.name} entry {entry.pattern!r} ({entry.where}) matched no scenario")
+    first = report.first_things(rule_results, options.rerun)
+    if first:
+        _say("")
+        for line in first:
+            _say(line)
     _say(f"report: {report_dir / 'summary.md'}")
     _say(report.closing_line(rule_results, scenarios))
     _say(f"exit code {code}: {report.EXIT_MEANING[code]}")
@@ -439,7 +467,7 @@ def _run(options: Options) -> int:
 def _retry_flaky(run: _Run, known_flaky: PatternList) -> None:
     for _ in range(run.options.flaky_retries):
         again = [n for n, r in run.results.items()
-                 if r.outcome == FAILED and known_flaky.matches(r.info)]
+                 if r.went_wrong and known_flaky.matches(r.info)]
         if not again:
             return
         run.run_process(nodeids=again)
