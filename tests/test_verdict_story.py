@@ -8,10 +8,13 @@ each (tests/runner_doubles.py)."""
 from __future__ import annotations
 
 import shlex
+import sys
 import xml.etree.ElementTree as ET
 
 import pytest
-from conformance_run import conformance
+from conformance_run import ROOT, conformance
+
+from choo_conformance.process import DaemonProcess
 
 START_JOB_INTERNAL = ("--implementation", "tests.runner_doubles:start_job_internal")
 NEVER_RUNS = ("--implementation", "tests.runner_doubles:no_unit_starts")
@@ -85,3 +88,34 @@ def test_a_daemon_whose_jobs_never_run_is_blocked_by_that_in_little_more_than_on
     # The whole wait once; after that the same precondition is given 2 s.
     assert sum("waited 30 s" in w for w in waits) == 1, waits
     assert all("waited 2 s" in w for w in waits if "waited 30 s" not in w), waits
+
+
+DYING_DAEMON = f"{sys.executable} {ROOT / 'tests' / 'dying_daemon.py'} --socket {{socket}} --db {{db}}"
+
+
+@pytest.mark.long
+def test_a_daemon_that_dies_is_named_in_the_scenario_it_died_in_and_the_next_gets_a_fresh_one(tmp_path):
+    verdict = conformance(tmp_path, "--rules", "R3,R5", "--server-cmd",
+                          DYING_DAEMON + " --conformance-control")
+    assert verdict.code == 1, verdict.output()
+    assert verdict.rules == {"R3": "PASS", "R5": "FAIL"}, verdict.output()
+    died = [s for s in verdict.results["scenarios"] if "the daemon exited with code 7" in s["detail"]]
+    # Each StopJob scenario met a daemon of its own, and it died there.
+    assert len(died) >= 2, verdict.output()
+    assert all(any("dying: StopJob" in line for line in s["story"]) for s in died)
+
+
+@pytest.mark.long
+def test_a_target_that_stops_answering_ends_the_run_there_naming_the_scenario(tmp_path):
+    daemon = DaemonProcess(DYING_DAEMON + " --conformance-control").start()
+    try:
+        verdict = conformance(tmp_path / "report", "--rules", "R5,R6,R7", "--target", daemon.address,
+                              "--allow-skips")
+    finally:
+        daemon.close()
+    assert verdict.code == 1, verdict.output()
+    assert "stopped answering during" in verdict.stdout, verdict.output()
+    verdicts = [s["verdict"] for s in verdict.results["scenarios"]]
+    assert "FAIL" in verdicts and "NOT RUN" in verdicts, verdict.output()
+    not_run = [s for s in verdict.results["scenarios"] if s["verdict"] == "NOT RUN"]
+    assert all("the daemon stopped answering during" in s["detail"] for s in not_run)

@@ -7,7 +7,7 @@ import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from . import environment
+from . import environment, journal
 from .daemon_target import DaemonTarget, timestamp_ns
 from .in_process import InProcessDaemon, ScriptedTarget
 from .process import DaemonProcess
@@ -95,9 +95,10 @@ def _implementation(config):
 def target(request):
     """What the steps talk to: the scripted servicer for @scripted scenarios,
     the daemon under test for the rest."""
-    if request.node.get_closest_marker("scripted"):
-        return request.getfixturevalue("scripted_target")
-    return request.getfixturevalue("daemon")
+    chosen = request.getfixturevalue(
+        "scripted_target" if request.node.get_closest_marker("scripted") else "daemon")
+    journal.attach(chosen)
+    return chosen
 
 
 @pytest.fixture

@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
 from google.protobuf import json_format, text_format
 
+import choo
+
+# Where the installed choo package keeps its .proto files, for grpcurl.
+PROTO_ROOT = Path(choo.__file__).resolve().parent.parent
 # How much of a request or an answer a line quotes.
 _QUOTE = 160
 
@@ -77,7 +82,7 @@ class Entry:
         if self.method == "WatchJob" or not address.startswith("unix:"):
             return None
         body = json_format.MessageToJson(self.request, indent=None, preserving_proto_field_name=True)
-        return (f"grpcurl -plaintext -unix -import-path proto -proto choo/v1/daemon.proto "
+        return (f"grpcurl -plaintext -unix -import-path {PROTO_ROOT} -proto choo/v1/daemon.proto "
                 f"-d '{body}' {address.removeprefix('unix://').removeprefix('unix:')} "
                 f"{self.service}/{self.method}")
 
@@ -95,10 +100,22 @@ def _watch_outcome(watch) -> str:
 
 
 _entries: list[Entry] = []
+# What the scenario talks to (fixtures.target), for the failure's story: its
+# address, and the daemon process the suite started, if it did.
+_target: list[Any] = []
 
 
 def reset() -> None:
     _entries.clear()
+    _target.clear()
+
+
+def attach(target) -> None:
+    _target[:] = [target]
+
+
+def target() -> Any:
+    return _target[0] if _target else None
 
 
 def record(service: str, method: str, request, call) -> Entry:

@@ -14,6 +14,7 @@ import signal
 import time
 from pathlib import Path
 
+import grpc
 import pytest
 
 from . import environment, journal, process
@@ -146,6 +147,7 @@ class _Suite:
         self.passed_steps: list[str] = []
         self.failure: tuple[str, BaseException | None, bool] | None = None  # step, error, blocked
         self.stories: dict[str, dict] = {}
+        self.target_gone: str | None = None  # --target: the scenario after which it stopped answering
         if self.progress is not None:
             process.on_start.append(lambda daemon: self.emit(
                 "daemon", pgid=daemon.pid, folder=daemon.folder if daemon.owns_folder else None))
@@ -248,9 +250,18 @@ class _Suite:
             return
         step, error, blocked = self.failure or (self.step, call.excinfo.value if call.excinfo else None,
                                                 False)
-        target = item.funcargs.get("target")
-        self.stories[item.nodeid] = story_of(step, error, self.passed_steps,
-                                             getattr(target, "address", ""), blocked)
+        target = journal.target()
+        story = self.stories[item.nodeid] = story_of(step, error, self.passed_steps,
+                                                     getattr(target, "address", ""), blocked)
+        died = _daemon_died(item, target)
+        if died:
+            # Whatever the step saw (UNAVAILABLE, a closed stream) follows from this.
+            story["detail"] = f"{step}: the daemon {died[0]} during this scenario"
+            story["story"] += died[1]
+            story["outcome"] = "failed"
+        elif self.config.getoption("target") and not _answers_health(target):
+            story["detail"] += " (and the daemon has stopped answering)"
+            self.target_gone = item.nodeid
 
     # -- outcomes ------------------------------------------------------------------
 
@@ -273,11 +284,41 @@ class _Suite:
                 record["detail"] = ("in clean-up: " if report.when == "teardown" else "") + _failure(report)
         if report.when == "teardown":
             self.emit("finished", nodeid=report.nodeid, **self.outcomes.pop(report.nodeid))
+            if self.target_gone == report.nodeid:
+                # Nothing more can be checked against a daemon that is gone,
+                # and nobody here can start it again.
+                self.emit("target_gone", nodeid=report.nodeid)
+                pytest.exit(f"the daemon at {self.config.getoption('target')} stopped answering", 1)
 
     def pytest_sessionfinish(self, session, exitstatus):
         self.emit("done", exitstatus=int(exitstatus))
         if self.progress is not None:
             self.progress.close()
+
+
+def _daemon_died(item, target) -> tuple[str, list[str]] | None:
+    """How the daemon the suite started ended, if it did during a scenario
+    that was not ending it on purpose, with the end of its output."""
+    process = getattr(target, "process", None)
+    if process is None:
+        return None
+    failed = journal.last_failed_unary()
+    if (process.running() and failed is not None and failed.status is not None
+            and failed.status.code == grpc.StatusCode.UNAVAILABLE):
+        process.wait_exit(1.0)  # the connection closes as the process ends, a moment before
+    if process.running():
+        return None
+    if any(item.get_closest_marker(tag) for tag in ("ends_daemon", "restarts_daemon")):
+        return None
+    tail = process.log_tail(1500).rstrip().splitlines()[-12:]
+    return process.how_it_ended(), [f"the daemon {process.how_it_ended()}; the end of its output:",
+                                    *[f"  | {line}" for line in tail]]
+
+
+def _answers_health(target) -> bool:
+    from .remote import answers_health
+
+    return answers_health(getattr(target, "address", ""))
 
 
 class ScenarioTimeout(BaseException):

@@ -18,6 +18,8 @@ import grpc
 
 from choo.v1 import daemon_pb2, daemon_pb2_grpc
 
+from .wait import wait_until
+
 STARTUP_TIMEOUT_S = 20.0
 # Retry a refused connection within a quarter second, not gRPC's backoff of
 # up to 2 minutes. grpc.min_reconnect_backoff_ms is left alone: gRPC core
@@ -109,6 +111,18 @@ class DaemonProcess:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def how_it_ended(self) -> str:
+        """The exit in words: its code, or the signal that ended it."""
+        code = None if self.proc is None else self.proc.poll()
+        if code is None:
+            return "it still runs"
+        if code < 0:
+            try:
+                return f"killed by {signal.Signals(-code).name}"
+            except ValueError:
+                return f"killed by signal {-code}"
+        return f"exited with code {code}"
+
     def wait_exit(self, timeout: float) -> int | None:
         """The exit code, or None if it still runs after timeout."""
         if self.proc is None:
@@ -169,8 +183,43 @@ def remove_folder(path: str) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def kill_group(pgid: int) -> None:
+# How long a process group killed with SIGKILL gets to be gone: the kernel
+# ends its processes at once, but a loaded machine can take seconds to tear
+# down a large one.
+GONE_WITHIN_S = 30.0
+
+
+def kill_group(pgid: int, wait_s: float = GONE_WITHIN_S) -> bool:
+    """SIGKILL to every process of the group, and return only once none of
+    them lives on (a zombie has ended), or wait_s has passed: whoever called
+    this may then say that nothing it started is left. False if some still
+    live."""
     try:
         os.killpg(pgid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
-        pass  # already gone
+        return True  # already gone
+    # Polls /proc: nothing signals the end of a process that is not our child.
+    return wait_until(lambda: not group_lives(pgid), wait_s, longest=0.05)
+
+
+def group_lives(pgid: int) -> bool:
+    """Whether a process of the group is alive (not a zombie)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    if not os.path.isdir("/proc"):
+        return True  # no way to tell a zombie apart here
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            return True
+    return False

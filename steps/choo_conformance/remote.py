@@ -207,3 +207,21 @@ def raw_call(address: str, method: str, data: bytes, streaming: bool) -> Status:
         except grpc.RpcError as error:
             return status_of(error)
     return OK
+
+
+# How long a daemon that answered before has to answer Health once more.
+STILL_THERE_S = 3.0
+
+
+def answers_health(address: str) -> bool:
+    """Whether a daemon answers Health at address (any answer, within a few
+    seconds): after a failure against --target, whether it is still there."""
+    if not address:
+        return True
+    with grpc.insecure_channel(address) as channel:
+        try:
+            daemon_pb2_grpc.DaemonServiceStub(channel).Health(
+                daemon_pb2.HealthRequest(), timeout=STILL_THERE_S, wait_for_ready=True)
+        except grpc.RpcError as error:
+            return error.code() not in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE)
+    return True

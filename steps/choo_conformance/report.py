@@ -75,7 +75,7 @@ def rule_line(rule: RuleResult, rerun: Rerun | None = None) -> str:
     detail = rule.detail()
     if rule.verdict != PASS and detail:
         line += f"\n        {one_line(detail, 200)}"
-    scenario = rule.first(FAIL, BLOCKED) if rule.verdict in (FAIL, BLOCKED) else None
+    scenario = rule.first(rule.verdict) if rule.verdict in (FAIL, BLOCKED) else None
     if scenario is not None:
         story = scenario.story[:_STORY_LINES]
         line += "".join(f"\n          {one_line(text, 300)}" for text in story)

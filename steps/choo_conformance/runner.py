@@ -255,6 +255,7 @@ class _Run:
         self.deadline = time.monotonic() + options.timeout
         self.on_finished = rules_printed
         self.log_path = report_dir / "pytest.log"
+        self.target_gone: str | None = None  # --target stopped answering after this scenario
         self.log_path.unlink(missing_ok=True)
 
     # The records of the progress stream.
@@ -291,6 +292,8 @@ class _Run:
                 + (previous.duration_s if previous else 0.0), attempts, story=record.get("story", []))
             state["current"] = None
             self.on_finished(self, nodeid)
+        elif kind == "target_gone":
+            self.target_gone = record["nodeid"]
         elif kind == "done":
             state["done"] = True
 
@@ -420,13 +423,22 @@ def _run(options: Options) -> int:
         # A process that had to be stopped (or died) leaves scenarios to run.
         restarts = 0
         while (run.remaining() and not run.finished_cleanly and not run.out_of_time
-               and restarts < len(run.order)):
+               and run.target_gone is None and restarts < len(run.order)):
             restarts += 1
             run.run_process()
         if run.out_of_time:
             for nodeid in run.remaining():
                 run.results[nodeid] = ScenarioResult(
                     run.infos[nodeid], NOT_RUN, f"{run.stopped_for} before it ran")
+        if run.target_gone is not None:
+            gone = run.infos[run.target_gone].key
+            left = run.remaining()
+            _say(f"the daemon at {options.target} stopped answering during {gone}: the run stops "
+                 f"there, and {len(left)} scenarios were not run (start it again, or use "
+                 f"--server-cmd so that the suite starts a fresh one)")
+            for nodeid in left:
+                run.results[nodeid] = ScenarioResult(
+                    run.infos[nodeid], NOT_RUN, f"the daemon stopped answering during {gone}")
         _retry_flaky(run, known_flaky)
     finally:
         run.stop_daemons()
