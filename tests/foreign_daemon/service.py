@@ -336,11 +336,13 @@ async def _guarded(state: State, method: str, handler, request, context):
         if isinstance(request, _Undecodable):
             raise invalid(f"the request is not a valid {request.name} message")
         with state.calls.counted():
-            answer = await handler(request, context)
-            await state.awkward.jitter()
-            return answer
+            try:
+                return await handler(request, context)
+            finally:
+                # --awkward jitter holds the answer, refusals too, while the
+                # call still counts: the daemon must not exit under it.
+                await state.awkward.jitter()
     except Refusal as refusal:
-        await state.awkward.jitter()
         await context.abort(refusal.code, refusal.details)
     except Exception:
         log.exception("%s failed", method)
