@@ -154,6 +154,44 @@ def test_a_tasks_folder_past_a_limit_is_refused_naming_it(stub, tmp_path, make, 
     assert where in details and limit in details, details
 
 
+# -- names and values the tasks folder's reader cannot take as they are -------------
+
+
+def _unit_folder_not_utf8(root: Path) -> tuple[str, str]:
+    unit_with_plan(root).write_text("---\nunit: u\n---\n")
+    os.mkdir(os.fsencode(root) + b"/v\xff")
+    return str(root), "v\\xff"
+
+
+def _task_file_not_utf8(root: Path) -> tuple[str, str]:
+    plan = unit_with_plan(root)
+    plan.write_text("---\nunit: u\n---\n")
+    with open(os.fsencode(plan.parent) + b"/02-\xfe.md", "w") as task:
+        task.write("---\ntask: 2\nbackpressure: \"true\"\n---\n")
+    return str(plan.parent), "02-\\xfe.md"
+
+
+@pytest.mark.parametrize("make", [_unit_folder_not_utf8, _task_file_not_utf8],
+                         ids=["unit folder", "task file"])
+def test_an_entry_whose_name_is_not_utf8_is_refused_naming_it_escaped(stub, tmp_path, make):
+    folder, escaped = make(tmp_path / "tasks")
+    code, details = start_code(stub, tmp_path / "tasks", tmp_path)
+    assert code == INVALID, details
+    assert folder in details and escaped in details and "UTF-8" in details, details
+
+
+@pytest.mark.parametrize("front_matter", [
+    "unit: u\ndepends_on: 2001-13-45\n",
+    "unit: u\ndepends_on: [" + "9" * 5000 + "]\n",
+], ids=["a date that is none", "an integer of 5000 digits"])
+def test_a_value_yaml_cannot_build_is_refused_naming_the_file(stub, tmp_path, front_matter):
+    plan = unit_with_plan(tmp_path / "tasks")
+    plan.write_text(f"---\n{front_matter}---\n")
+    code, details = start_code(stub, tmp_path / "tasks", tmp_path)
+    assert code == INVALID, details[:300]
+    assert str(plan) in details and "front matter" in details, details[:300]
+
+
 # -- StartJob's fields --------------------------------------------------------------
 
 

@@ -61,22 +61,40 @@ def _rpc(method):
                 raise _Abort(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
             return method(self, request, context)
         except _Abort as abort:
-            context.abort(abort.code, shorten(abort.details, MAX_DETAILS))
+            code, details = abort.code, abort.details
         except JobNotFound as error:
-            context.abort(grpc.StatusCode.NOT_FOUND, str(error))
+            code, details = grpc.StatusCode.NOT_FOUND, str(error)
         except PlanError as error:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                          shorten(f"cannot read the tasks: {error}", MAX_DETAILS))
+            code, details = grpc.StatusCode.INVALID_ARGUMENT, f"cannot read the tasks: {error}"
         except NotADirectoryError as error:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, shorten(str(error), MAX_DETAILS))
+            code, details = grpc.StatusCode.INVALID_ARGUMENT, str(error)
         except (Conflict, AlreadyStopped) as error:
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION, shorten(str(error), MAX_DETAILS))
+            code, details = grpc.StatusCode.FAILED_PRECONDITION, str(error)
         except StorageError as error:
-            context.abort(storage_code(error), shorten(str(error), MAX_DETAILS))
+            code, details = storage_code(error), str(error)
         except CallGone as error:
-            context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, str(error))
+            code, details = grpc.StatusCode.DEADLINE_EXCEEDED, str(error)
+        context.abort(code, status_details(details))
 
     return handler
+
+
+def status_details(text: str) -> str:
+    """text as a status message can carry it: at most MAX_DETAILS bytes of
+    UTF-8. A status that cannot be encoded is never sent, and the call hangs
+    until its deadline: bytes of a file name that are not UTF-8 (lone
+    surrogates here) are shown as \\xNN."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "surrogateescape" if _only_escapes(text)
+                           else "backslashreplace").decode("utf-8", "backslashreplace")
+    return shorten(text, MAX_DETAILS)
+
+
+def _only_escapes(text: str) -> bool:
+    """Whether every lone surrogate in text stands for a byte (U+DC80-U+DCFF)."""
+    return all(not 0xD800 <= ord(c) <= 0xDFFF or 0xDC80 <= ord(c) <= 0xDCFF for c in text)
 
 
 def storage_code(error: StorageError) -> grpc.StatusCode:

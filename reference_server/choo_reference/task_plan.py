@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 import yaml
 from frontmatter.default_handlers import YAMLHandler
 
+from .jobs import shorten
 from .limits import (
     MAX_COMMAND_BYTES,
     MAX_FILE_BYTES,
@@ -152,6 +153,7 @@ def _unit_dirs(root: str) -> list[str]:
     for entry in entries:
         if entry.name.startswith("."):
             continue
+        _check_name(root, entry.name)
         try:
             is_dir = entry.is_dir()
         except OSError:
@@ -159,6 +161,22 @@ def _unit_dirs(root: str) -> list[str]:
         if is_dir:
             dirs.append(entry.path)
     return dirs
+
+
+def escaped_name(name: str) -> str:
+    """A file name as text that can be sent anywhere: bytes that are not
+    UTF-8 (which os gives back as lone surrogates) shown as \\xNN."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
+def _check_name(folder: str, name: str) -> None:
+    # Such a name could not be quoted in a status message, an event or a log
+    # line as it is (gRPC sends only UTF-8).
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise PlanError(folder, f"holds an entry whose name is not valid UTF-8: "
+                        f"{escaped_name(name)} (rename or remove it)") from None
 
 
 def _load_unit(unit_dir: str) -> Unit:
@@ -185,7 +203,10 @@ def _load_unit(unit_dir: str) -> Unit:
 
     tasks: dict[int, Task] = {}
     for name in names:
-        if name.startswith(".") or not TASK_FILE_PATTERN.match(name):
+        if name.startswith("."):
+            continue
+        _check_name(unit_dir, name)
+        if not TASK_FILE_PATTERN.match(name):
             continue
         path = os.path.join(unit_dir, name)
         if os.path.isdir(path):
@@ -339,6 +360,11 @@ def _read_front_matter(path: str) -> tuple[dict[str, Any], str]:
         raise PlanError(
             path, f"front matter: invalid YAML: {_yaml_reason(exc, first_line)}"
         ) from None
+    except (ValueError, OverflowError, RecursionError) as exc:
+        # Parsed, but a value cannot be built: a date that is none
+        # (2001-13-45), an integer past Python's 4300 digits, nesting too deep.
+        raise PlanError(path, f"front matter: a value cannot be read: "
+                        f"{shorten(str(exc), 200)}") from None
     if meta is None:
         meta = {}
     if not isinstance(meta, dict):
