@@ -1,15 +1,46 @@
 """`choo-ref daemon` with options only serve() has, for the chaos tests: a
-cap on the database's size makes a full disk on demand.
+cap on the database's size makes a full disk on demand; reads of the
+database fail as on a failing disk (EIO) while a given file exists.
 
 usage: chaos_daemon.py --socket PATH --db PATH [--conformance-control] [--db-max-bytes N]
+                       [--fail-reads-while PATH]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import sqlite3
 import sys
 
+from choo_reference import sqlite_log
 from choo_reference.daemon import serve
+
+
+class _FailingReader:
+    """A reader connection whose queries fail with EIO while `switch` exists."""
+
+    def __init__(self, conn: sqlite3.Connection, switch: str) -> None:
+        self._conn = conn
+        self._switch = switch
+
+    def execute(self, *args):
+        if os.path.exists(self._switch):
+            raise sqlite3.OperationalError("disk I/O error")
+        return self._conn.execute(*args)
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+def fail_reads_while(switch: str) -> None:
+    take = sqlite_log.SqliteLog._take_reader
+
+    def take_failing(self):
+        conn = take(self)
+        return conn if isinstance(conn, _FailingReader) else _FailingReader(conn, switch)
+
+    sqlite_log.SqliteLog._take_reader = take_failing  # type: ignore[method-assign]
 
 
 def main() -> int:
@@ -18,7 +49,10 @@ def main() -> int:
     parser.add_argument("--db", required=True)
     parser.add_argument("--conformance-control", action="store_true")
     parser.add_argument("--db-max-bytes", type=int, default=None)
+    parser.add_argument("--fail-reads-while", default=None)
     args = parser.parse_args()
+    if args.fail_reads_while:
+        fail_reads_while(args.fail_reads_while)
     return serve(args.socket, args.db, conformance_control=args.conformance_control,
                  db_max_bytes=args.db_max_bytes)
 

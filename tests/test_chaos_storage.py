@@ -203,3 +203,31 @@ def test_units_end_consistent_with_a_job_that_failed_mid_way(tmp_path):
         job = store.get_job(job_id)
         assert job.status == "failed" and "the store broke" in job.error
         assert {u.unit_id: u.status for u in job.units} == {"a": "failed", "b": "cancelled"}
+
+
+def test_a_replay_the_disk_cannot_read_is_unavailable_and_the_next_one_reads(tmp_path):
+    switch = tmp_path / "eio"
+    daemon = start_daemon("--conformance-control", "--fail-reads-while", str(switch),
+                          command=CHAOS_DAEMON)
+    try:
+        with grpc.insecure_channel(daemon.address) as channel:
+            stub, control = stubs(channel)
+            job = control.CreateJob(control_pb2.CreateJobRequest(), timeout=DEADLINE_S).job_id
+            control.AppendEvents(control_pb2.AppendEventsRequest(
+                job_id=job, events=[control_pb2.EventSpec(event_type="e")] * 3),
+                timeout=DEADLINE_S)
+            # An ended job with nobody watching keeps no events in memory:
+            # its replay reads the database.
+            control.FinishJob(control_pb2.FinishJobRequest(job_id=job, status="completed"),
+                              timeout=DEADLINE_S)
+            replay = daemon_pb2.WatchJobRequest(job_id=job, from_sequence=1)
+            switch.touch()
+            code, details = code_of(lambda r, **kw: list(stub.WatchJob(r, **kw)), replay)
+            assert code == grpc.StatusCode.UNAVAILABLE, (code, details)
+            assert "disk I/O error" in details and daemon.db in details, details
+            switch.unlink()
+            events = list(stub.WatchJob(replay, timeout=DEADLINE_S))
+            assert [e.sequence for e in events] == [1, 2, 3]
+        assert "Traceback" not in log_of(daemon), log_of(daemon)[-3000:]
+    finally:
+        daemon.close()

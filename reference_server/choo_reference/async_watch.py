@@ -22,9 +22,9 @@ import functools
 import grpc
 
 from .convert import event_to_wire
-from .jobs import JobManager, Wake
+from .jobs import JobManager, StorageError, Wake
 from .shutdown import ShutdownSignal
-from .watch import READ_BATCH, SHUTTING_DOWN, Refused, admit, client_gone
+from .watch import READ_BATCH, SHUTTING_DOWN, Refused, admit, client_gone, unreadable
 
 
 class _Waiting:
@@ -99,7 +99,10 @@ async def watch_job_async(jobs: JobManager, shutdown: ShutdownSignal, waker: Loo
                 await context.abort(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
             if context.done():
                 await context.abort(grpc.StatusCode.CANCELLED, client_gone(job_id, sent, last))
-            events = read(READ_BATCH)
+            try:
+                events = read(READ_BATCH)
+            except StorageError as error:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, unreadable(job_id, error))
             if events is None:
                 return  # the job ended and every event was delivered (W3, W14)
             if not events:

@@ -12,6 +12,7 @@ advances the watch at once (W5, W6, W7).
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 
@@ -20,7 +21,7 @@ import grpc
 from choo.v1 import daemon_pb2
 
 from .convert import event_to_proto
-from .jobs import JobManager, is_terminal, shorten
+from .jobs import JobManager, StorageError, is_terminal, shorten
 from .shutdown import ShutdownSignal
 
 # Events taken from the feed per read: large enough to amortise the feed's
@@ -28,6 +29,8 @@ from .shutdown import ShutdownSignal
 READ_BATCH = 256
 
 SHUTTING_DOWN = "daemon is shutting down"
+
+log = logging.getLogger("choo-ref")
 
 
 class Refused(Exception):
@@ -59,6 +62,13 @@ def admit(jobs: JobManager, shutdown: ShutdownSignal, request: daemon_pb2.WatchJ
     except LookupError:  # the JobManager protocol's "no such job" (JobNotFound)
         raise Refused(grpc.StatusCode.NOT_FOUND, f"job not found: {shorten(job_id)}") from None
     return not (is_terminal(job.status) and request.from_sequence == 0)
+
+
+def unreadable(job_id: str, error: StorageError) -> str:
+    """The status message of a watch whose events the database could not
+    give (a failing disk): UNAVAILABLE, as a write it cannot take is."""
+    log.warning("watch of job %s ended: %s; answered UNAVAILABLE", shorten(job_id), error)
+    return shorten(f"{error} (the watch can be resumed from its last sequence)", 1024)
 
 
 def client_gone(job_id: str, sent: int, last: int | None) -> str:
@@ -128,7 +138,10 @@ def _stream(jobs, shutdown, job_id, from_sequence, context) -> Iterator[daemon_p
                 # a non-OK status: the watch did not complete (W5, W7).
                 context.abort(grpc.StatusCode.CANCELLED, client_gone(job_id, sent, last))
             watch.wake.clear()
-            events = feed.read(READ_BATCH)
+            try:
+                events = feed.read(READ_BATCH)
+            except StorageError as error:
+                context.abort(grpc.StatusCode.UNAVAILABLE, unreadable(job_id, error))
             if events is None:
                 return  # the job ended and every event was delivered (W3, W14)
             if not events:
