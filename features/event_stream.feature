@@ -88,9 +88,9 @@ Feature: A job's event stream: numbering, replay, live hand-over, durability
 
     @volume
     Scenario: A finished job replays every event, far past one read and past any in-memory window
-      Given a completed job "job-12big" that recorded 50000 events in batches of 1000
-      When clients watch job "job-12big" from sequences 1, 16385 and 49999
-      Then they receive sequences 1-50000, 16385-50000 and 49999-50000, and every watch ends OK
+      Given a completed job "job-12big" that recorded 20000 events in batches of 1000
+      When clients watch job "job-12big" from sequences 1, 16385 and 19999
+      Then they receive sequences 1-20000, 16385-20000 and 19999-20000, and every watch ends OK
       And every event they received carries the type, unit, payload and timestamp it was recorded with
 
   @W13
@@ -125,10 +125,10 @@ Feature: A job's event stream: numbering, replay, live hand-over, durability
 
     @volume
     Scenario: A watcher that joins far behind a running job gets every event up to its last, then OK
-      Given a running job "job-14big" that has recorded 50000 events in batches of 1000
+      Given a running job "job-14big" that has recorded 20000 events in batches of 1000
       When a client watches job "job-14big" from sequence 1
-      And the job "job-14big" records 10000 more events in batches of 1000 and completes
-      Then the client receives sequences 1-60000 and the watch ends OK
+      And the job "job-14big" records 4000 more events in batches of 1000 and completes
+      Then the client receives sequences 1-24000 and the watch ends OK
 
   @W15
   Rule: W15 A slow or stalled watcher blocks nothing and costs bounded memory
@@ -140,11 +140,11 @@ Feature: A job's event stream: numbering, replay, live hand-over, durability
       And client "live" watches job "job-15" from sequence 0
       And client "stalled" has received at least 1 events
       And the transport of client "stalled" stops accepting messages
-      And the job "job-15" records 50000 more events of 200 bytes in batches of 1000 and completes
-      Then client "live" receives sequences 1-50001 and its watch ends OK
+      And the job "job-15" records 20000 more events of 200 bytes in batches of 1000 and completes
+      Then client "live" receives sequences 1-20001 and its watch ends OK
       And client "stalled" has received at most 2 events
       When the transport of client "stalled" accepts messages again
-      Then client "stalled" receives sequences 1-50001 and its watch ends OK
+      Then client "stalled" receives sequences 1-20001 and its watch ends OK
 
     @volume @daemon_process
     Scenario: Stalled watchers' backlogs do not grow the daemon's memory

@@ -152,7 +152,7 @@ Feature: WatchJob, checked through DaemonService alone
 
     @volume
     Scenario: A stalled watcher blocks neither the job nor the other watchers
-      Given a tasks folder "busy" with 12 units of 99 steps that each print a line
+      Given a tasks folder "busy" with 6 units of 99 steps that each print a line
       When a client starts a job on "busy" behind a gate
       And client "stalled" watches that job from sequence 1
       And client "live" watches that job from sequence 1
