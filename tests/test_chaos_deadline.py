@@ -10,6 +10,7 @@ import time
 
 import grpc
 import grpc_testing
+import pytest
 from chaos_support import DEADLINE_S, log_of, start_daemon, stubs
 from test_daemon_process import wait_until, write_tasks
 
@@ -110,3 +111,57 @@ def test_a_watch_whose_deadline_passes_mid_send_ends_without_an_error(tmp_path):
         assert "Traceback" not in log_of(daemon), log_of(daemon)[-3000:]
     finally:
         daemon.close()
+
+
+class _Freeze:
+    """Holds the first call of a function, as a frozen filesystem holds the
+    read or the write it is in, until the test thaws it."""
+
+    def __init__(self, function) -> None:
+        self.function = function
+        self.entered = threading.Event()
+        self.thaw = threading.Event()
+
+    def __call__(self, *args, **kwargs):
+        if not self.entered.is_set():
+            self.entered.set()
+            self.thaw.wait(20)
+        return self.function(*args, **kwargs)
+
+
+@pytest.mark.parametrize("stage", ["reading the tasks", "committing the job"])
+def test_no_job_is_left_when_the_deadline_passes_at_any_stage(tmp_path, monkeypatch, stage):
+    from choo_reference import orchestrator as orchestrator_module
+    from choo_reference.sqlite_log import SqliteLog
+
+    tasks = write_tasks(tmp_path / "tasks", {"a": ([], ["true"]), "b": (["a"], ["true"])})
+    if stage == "reading the tasks":
+        freeze = _Freeze(orchestrator_module.load_plan)
+        monkeypatch.setattr(orchestrator_module, "load_plan", freeze)
+    else:
+        freeze = _Freeze(SqliteLog.insert_job)
+        monkeypatch.setattr(SqliteLog, "insert_job",
+                            lambda log, *args, **kwargs: freeze(log, *args, **kwargs))
+    clock = grpc_testing.strict_fake_time(time.time())
+    with JobStore(tmp_path / "d.db") as store:
+        orchestrator = Orchestrator(store)
+        servicer = _Probe(orchestrator)
+        server = grpc_testing.server_from_dictionary({SERVICE: servicer}, clock)
+        rpc = server.invoke_unary_unary(
+            SERVICE.methods_by_name["StartJob"], (),
+            daemon_pb2.StartJobRequest(tasks_dir=str(tasks), target_branch="main",
+                                       repo_path=str(tmp_path)),
+            1.0)
+        try:
+            assert freeze.entered.wait(20)
+            clock.sleep_for(8.0)  # frozen past the client's deadline
+            freeze.thaw.set()
+            assert servicer.returned.wait(20)
+            _, _, code, _ = rpc.termination()
+            assert code != grpc.StatusCode.OK
+            assert store.list_jobs() == []
+        finally:
+            freeze.thaw.set()
+            orchestrator.shutdown(False, 0)
+    with JobStore(tmp_path / "d.db") as store:  # nor in the database
+        assert store.list_jobs() == []

@@ -55,7 +55,7 @@ from .jobs import (
 )
 from .sqlite_log import SqliteLog
 
-__all__ = ["INTERRUPTED_ERROR", "JobExists", "JobStore", "JobTerminal"]
+__all__ = ["INTERRUPTED_ERROR", "JobExists", "JobStore", "JobTerminal", "JobUnwanted"]
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +110,11 @@ class JobExists(Exception):
     def __init__(self, job_id: str) -> None:
         super().__init__(f"job already exists: {job_id}")
         self.job_id = job_id
+
+
+class JobUnwanted(Exception):
+    """create_job's caller gave up (still_wanted() said so) before the job
+    was committed and published; no job was created."""
 
 
 class JobTerminal(Exception):
@@ -358,7 +363,13 @@ class JobStore:
         feature_branch: str = "",
         parallelism: int = 0,
         repo_path: str = "",
+        units: Sequence[UnitState] = (),
+        still_wanted: Callable[[], bool] | None = None,
     ) -> Job:
+        """units are written with the job, in the same transaction.
+        still_wanted is asked before the commit and again after it (a commit
+        can take as long as the disk stalls): when it says no, the job is
+        taken back before anyone could see it and JobUnwanted is raised."""
         _check_status(status)
         with self._write_lock:
             self._check_open()
@@ -380,10 +391,21 @@ class JobStore:
                 completed_at_ns=now if is_terminal(status) else 0,
             )
             self._write_unsaved()
-            self._log.insert_job(job)
+            if still_wanted is not None and not still_wanted():
+                raise JobUnwanted(job_id)
+            self._log.insert_job(job, units)
+            if still_wanted is not None and not still_wanted():
+                try:
+                    self._log.delete_job(job_id)
+                except StorageError as error:
+                    # Never published: a restart shows it as interrupted.
+                    log.warning("job %s: its caller gave up, and it cannot be taken back "
+                                "from the database: %s", job_id, error)
+                raise JobUnwanted(job_id)
+            state = _JobState(job, units, history=self._history)
             with self._jobs_lock:
-                self._jobs[job_id] = _JobState(job, history=self._history)
-        return job
+                self._jobs[job_id] = state
+        return state.job
 
     def set_status(self, job_id: str, status: str, error: str = "", *,
                    keep_if_unsaved: bool = False) -> Job:

@@ -15,10 +15,11 @@ import logging
 import os
 import threading
 import time
+import uuid
 from collections.abc import Callable, Collection
 
 from .job_runner import JobRun, RecordingFailed
-from .job_store import JobStore, JobTerminal
+from .job_store import JobStore, JobTerminal, JobUnwanted
 from .jobs import (
     CANCELLED,
     RUNNING,
@@ -120,29 +121,27 @@ class Orchestrator:
                 existing = self.store.find_active(repo_path, feature_branch)
                 if existing is not None:
                     return existing.job_id, self._attach(existing, target_branch, tasks_dir)
-            if still_wanted is not None and not still_wanted():
-                raise CallGone("the call's deadline passed before the job was created; "
-                               "no job was created")
-            job = self.store.create_job(
-                None, RUNNING, tasks_dir=tasks_dir, target_branch=target_branch,
-                feature_branch=feature_branch, parallelism=parallelism, repo_path=repo_path,
-            )
+            job_id = uuid.uuid4().hex
             run = JobRun(
                 plan, repo_path=repo_path, parallelism=parallelism,
-                recorder=_Recorder(self.store, job.job_id),
-                on_done=functools.partial(self._finished, job.job_id),
+                recorder=_Recorder(self.store, job_id),
+                on_done=functools.partial(self._finished, job_id),
                 command_timeout_s=self.command_timeout_s,
-                processes=None if self.processes is None else self.processes.for_job(job.job_id),
+                processes=None if self.processes is None else self.processes.for_job(job_id),
             )
-            self._runs[job.job_id] = run
             try:
-                for unit in run.units:
-                    self.store.update_unit(job.job_id, unit)
-            except StorageError:
-                del self._runs[job.job_id]
-                self.store.set_status(job.job_id, "failed", "the daemon could not record "
-                                      "the job's units", keep_if_unsaved=True)
-                raise
+                # The job and its units in one commit, and only if the caller
+                # still waits once it is made: a stalled disk can hold the
+                # commit past the call's deadline.
+                job = self.store.create_job(
+                    job_id, RUNNING, tasks_dir=tasks_dir, target_branch=target_branch,
+                    feature_branch=feature_branch, parallelism=parallelism,
+                    repo_path=repo_path, units=run.units, still_wanted=still_wanted,
+                )
+            except JobUnwanted:
+                raise CallGone("the call's deadline passed before the job was created; "
+                               "no job was created") from None
+            self._runs[job.job_id] = run
         log.info("job %s started: %s in %s (%d units)", job.job_id, tasks_dir, repo_path,
                  len(plan.units))
         run.start()

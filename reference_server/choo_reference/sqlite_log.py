@@ -295,7 +295,8 @@ class SqliteLog:
 
     # -- writing -------------------------------------------------------------
 
-    def insert_job(self, job: Job) -> None:
+    def insert_job(self, job: Job, units: Iterable[UnitState] = ()) -> None:
+        """Insert a job and its units in one transaction."""
         with self._transaction() as conn:
             cur = conn.execute(
                 "INSERT INTO jobs (job_id, status, tasks_dir, target_branch, feature_branch,"
@@ -308,7 +309,21 @@ class SqliteLog:
                 ),
             )
             assert cur.lastrowid is not None  # an INSERT into a rowid table
+            conn.executemany(
+                "INSERT INTO units (job, unit_id, position, status, tasks_complete, tasks_total,"
+                " pr_number) VALUES (?,?,?,?,?,?,?)",
+                [(cur.lastrowid, u.unit_id, position, u.status, u.tasks_complete,
+                  u.tasks_total, u.pr_number) for position, u in enumerate(units)])
             self._ords[job.job_id] = cur.lastrowid
+
+    def delete_job(self, job_id: str) -> None:
+        """Take back a job nobody has seen (no events yet): its row and units."""
+        ord_ = self._ords[job_id]
+        with self._transaction() as conn:
+            conn.execute("DELETE FROM units WHERE job=?", (ord_,))
+            conn.execute("DELETE FROM events WHERE job=?", (ord_,))
+            conn.execute("DELETE FROM jobs WHERE ord=?", (ord_,))
+        del self._ords[job_id]
 
     def update_job(self, job: Job) -> None:
         """Persist the mutable fields of a job (status, error, timestamps)."""
