@@ -231,3 +231,22 @@ def test_a_replay_the_disk_cannot_read_is_unavailable_and_the_next_one_reads(tmp
         assert "Traceback" not in log_of(daemon), log_of(daemon)[-3000:]
     finally:
         daemon.close()
+
+
+@pytest.mark.parametrize("content", [b"x", b"my notes, not a database\n" * 40],
+                         ids=["1 byte", "a text file"])
+def test_a_db_that_is_not_a_database_is_refused_untouched(content):
+    with short_dir() as folder:
+        db = folder / "d.db"
+        db.write_bytes(content)
+        os.chmod(db, 0o644)
+        before = os.stat(db)
+        result = subprocess.run(daemon_argv(folder), capture_output=True, text=True,
+                                timeout=DEADLINE_S, stdin=subprocess.DEVNULL, check=False)
+        assert result.returncode == 1, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and str(db) in lines[0] and "not a" in lines[0], result.stderr
+        after = os.stat(db)
+        assert db.read_bytes() == content
+        assert (after.st_mode, after.st_mtime_ns) == (before.st_mode, before.st_mtime_ns)
+        assert sorted(p.name for p in folder.iterdir()) == ["d.db"]

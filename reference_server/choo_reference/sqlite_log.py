@@ -104,18 +104,29 @@ def _refuse_links(path: str) -> None:
                                "files through one (remove it)")
 
 
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
 def _open_private(path: str) -> os.stat_result:
-    """Create the database file 0600 if missing, make an existing one 0600;
-    never through a link. Returns its identity."""
+    """Create the database file 0600 if missing, make an existing database
+    0600; never through a link. A file that is not empty and not a SQLite
+    database is refused untouched. Returns its identity."""
     _refuse_links(path)
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        # Only read here: SQLite does the writing, once the file is known
+        # to be a database (or empty).
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     except OSError as exc:
         raise StorageError(f"cannot open {path}: {exc.strerror or exc}") from None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise StorageError(f"{path} is not a regular file")
+        if st.st_size and os.pread(fd, len(_SQLITE_HEADER), 0) != _SQLITE_HEADER:
+            # SQLite would take a file shorter than its header as empty and
+            # overwrite it; whatever this is, it is someone's.
+            raise StorageError(f"{path} is not a SQLite database; the daemon leaves it as it "
+                               "is (use another --db)")
         if stat.S_IMODE(st.st_mode) != 0o600:
             os.fchmod(fd, 0o600)
     finally:
