@@ -36,6 +36,7 @@ from .call_guard import CallGuard
 from .files import Created, FileProblem, LockFile, remove_socket
 from .job_store import DEFAULT_SUBSCRIPTION_HISTORY, JobStore
 from .jobs import StorageError
+from .limits import MAX_OPEN_WATCHES
 from .orchestrator import Orchestrator
 from .paths import DEFAULT_DB, DEFAULT_SOCKET, expand, probe_socket, socket_path_problem
 from .processes import ProcessTracker, become_subreaper
@@ -109,9 +110,11 @@ def serve(
     conformance_control: bool = False,
     max_workers: int = DEFAULT_MAX_WORKERS,
     db_max_bytes: int | None = None,
+    max_watches: int = MAX_OPEN_WATCHES,
 ) -> int:
     """Serve until a Shutdown call, SIGTERM or SIGINT; returns the exit code.
-    db_max_bytes caps the database: writes past it fail as on a full disk."""
+    db_max_bytes caps the database: writes past it fail as on a full disk.
+    max_watches caps the WatchJob streams open at once."""
     configure_logging()
     socket_path = expand(socket_path)
     db_path = expand(db_path)
@@ -126,20 +129,21 @@ def serve(
             return 2
     daemon = _Daemon(socket_path, db_path, command_timeout_s=command_timeout_s,
                      add_control=add_control, max_workers=max_workers,
-                     db_max_bytes=db_max_bytes)
+                     db_max_bytes=db_max_bytes, max_watches=max_watches)
     return asyncio.run(daemon.run())
 
 
 class _Daemon:
     def __init__(self, socket_path: str, db_path: str, *, command_timeout_s: float,
                  add_control: Callable | None, max_workers: int,
-                 db_max_bytes: int | None) -> None:
+                 db_max_bytes: int | None, max_watches: int = MAX_OPEN_WATCHES) -> None:
         self.socket_path = socket_path
         self.db_path = db_path
         self.command_timeout_s = command_timeout_s
         self.add_control = add_control
         self.max_workers = max_workers
         self.db_max_bytes = db_max_bytes
+        self.max_watches = max_watches
         self.shutdown = ShutdownSignal()
         self.guard = CallGuard()
         self.orchestrator: Orchestrator | None = None
@@ -279,7 +283,8 @@ class _Daemon:
         remove_socket(self.socket_path)  # a start that fails leaves no socket behind
 
     def _add_services(self, server: grpc.aio.Server) -> None:
-        self.servicer = AsyncWatchServicer(self.orchestrator, self.shutdown, __version__)
+        self.servicer = AsyncWatchServicer(self.orchestrator, self.shutdown, __version__,
+                                           max_watches=self.max_watches)
         add_daemon_service(self.servicer, server)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)

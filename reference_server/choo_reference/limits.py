@@ -25,6 +25,13 @@ MAX_BRANCH_BYTES = 1 * KIB  # target_branch, feature_branch
 # Units of one job running at once: a thread and a process each.
 MAX_PARALLELISM = 64
 
+# -- open calls --------------------------------------------------------------------
+# WatchJob streams open at once (serve(max_watches=...)); one past it is
+# RESOURCE_EXHAUSTED. Each holds its coroutine, its feed and the one message
+# it is sending: HTTP/2 flow control keeps the rest of a slow client's events
+# in the log, not in memory.
+MAX_OPEN_WATCHES = 4096
+
 # -- the conformance control service ----------------------------------------------
 MAX_EVENT_TYPE_BYTES = 256
 MAX_PAYLOAD_BYTES = 1 * MIB  # one event's payload_json

@@ -22,6 +22,7 @@ from .convert import set_time
 from .jobs import STATUSES, Job, JobManager, JobNotFound, StorageError, is_terminal, shorten
 from .limits import (
     MAX_BRANCH_BYTES,
+    MAX_OPEN_WATCHES,
     MAX_PARALLELISM,
     MAX_PATH_BYTES,
     MAX_RESPONSE_BYTES,
@@ -256,14 +257,25 @@ class AsyncWatchServicer(DaemonServicer):
     RPCs stay plain functions, which the server runs on its thread pool.
     WatchJob writes serialized JobEvents: register it with add_daemon_service."""
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args, max_watches: int = MAX_OPEN_WATCHES, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._waker = None
+        self.max_watches = max_watches
+        # Only the event loop's thread counts: no lock.
+        self._open_watches = 0
 
     async def WatchJob(self, request, context):
+        if self._open_watches >= self.max_watches:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                f"too many open watches: the daemon serves at most "
+                                f"{self.max_watches} at once; try again once one has ended")
         if self._waker is None:
             self._waker = LoopWaker(asyncio.get_running_loop())
-        await watch_job_async(self.jobs, self.shutdown, self._waker, request, context)
+        self._open_watches += 1
+        try:
+            await watch_job_async(self.jobs, self.shutdown, self._waker, request, context)
+        finally:
+            self._open_watches -= 1
 
 
 def add_daemon_service(servicer: AsyncWatchServicer, server: grpc.aio.Server) -> None:
