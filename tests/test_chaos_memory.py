@@ -77,3 +77,59 @@ def test_without_the_control_service_no_subscription_history_is_kept(tmp_path):
         assert store.open_subscription_count() == 1
         still_open()
         assert store.subscriptions(job) == []
+
+
+def write_history(db, jobs: int, units: int = 2, events: int = 3) -> None:
+    """A database holding `jobs` finished jobs, written at once."""
+    import sqlite3
+
+    from choo_reference.sqlite_log import _SCHEMA, SCHEMA_VERSION
+
+    conn = sqlite3.connect(db)
+    conn.executescript(_SCHEMA)
+    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+    with conn:
+        conn.executemany(
+            "INSERT INTO jobs VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            [(i, f"old-{i:06d}", "completed", "/t", "main", f"f{i}", 1, "/r", "", i, i, i + 1)
+             for i in range(1, jobs + 1)])
+        conn.executemany(
+            "INSERT INTO units VALUES (?,?,?,?,?,?,?)",
+            [(i, f"u{u}", u, "completed", 1, 1, 0)
+             for i in range(1, jobs + 1) for u in range(units)])
+        conn.executemany(
+            "INSERT INTO events VALUES (?,?,?,?,?,?)",
+            [(i, s, "e", "", "{}", s) for i in range(1, jobs + 1) for s in range(1, events + 1)])
+    conn.close()
+
+
+def test_health_and_a_feature_branch_look_up_never_walk_the_finished_jobs(tmp_path, monkeypatch):
+    from choo_reference.orchestrator import Orchestrator
+
+    write_history(tmp_path / "d.db", 300)
+    with JobStore(tmp_path / "d.db") as store:
+        running = store.create_job(None, "running", repo_path="/r", feature_branch="feat")
+
+        def walked(*args, **kwargs):
+            raise AssertionError("walked every job")
+
+        monkeypatch.setattr(JobStore, "_states", walked)
+        monkeypatch.setattr(JobStore, "list_jobs", walked)
+        assert Orchestrator(store).active_count() == 1
+        assert store.find_active("/r", "feat") == store.get_job(running.job_id)
+        assert store.find_active("/r", "f7") is None  # finished: not active
+        assert store.get_job("old-000007").status == "completed"
+        monkeypatch.undo()  # closing the store does walk them
+
+
+def test_a_finished_job_costs_a_small_summary_in_memory(tmp_path):
+    jobs = 3000
+    write_history(tmp_path / "d.db", jobs)
+    stores = []
+    per_job = _growth(lambda: stores.append(JobStore(tmp_path / "d.db"))) / jobs
+    try:
+        assert per_job < 1400, per_job  # 2.5 KB before
+        assert stores[0].get_job("old-000007").units[1].unit_id == "u1"
+        assert [e.sequence for e in stores[0].events("old-000007")] == [1, 2, 3]
+    finally:
+        stores[0].close()

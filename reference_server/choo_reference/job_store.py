@@ -35,7 +35,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 
 from .jobs import (
     CANCELLED,
@@ -69,6 +69,7 @@ DEFAULT_WINDOW_BYTES = 8 * 1024 * 1024
 # Released subscriptions remembered per job for ListSubscriptions; open ones
 # are always listed.
 DEFAULT_SUBSCRIPTION_HISTORY = 1024
+_UNENDED = frozenset((PENDING, RUNNING))
 # What an event costs in memory besides its strings.
 _EVENT_OVERHEAD = 200
 
@@ -137,6 +138,7 @@ class _JobState:
 
     __slots__ = (
         "history",
+        "history_size",
         "job",
         "job_id",
         "last_seq",
@@ -153,8 +155,10 @@ class _JobState:
     def __init__(self, job: Job, units: Sequence[UnitState] = (), last_seq: int = 0,
                  history: int = DEFAULT_SUBSCRIPTION_HISTORY) -> None:
         self.job_id = job.job_id
-        self.units: dict[str, UnitState] = {u.unit_id: u for u in units}
-        self.job = dataclasses.replace(job, units=tuple(self.units.values()))
+        units_by_id = {u.unit_id: u for u in units}
+        self.job = dataclasses.replace(job, units=tuple(units_by_id.values()))
+        # An ended job's units no longer change: they are kept once, in job.
+        self.units: dict[str, UnitState] = {} if is_terminal(job.status) else units_by_id
         self.lock = threading.Lock()
         self.last_seq = last_seq
         # window[i] is the event with sequence window_base + i; the events
@@ -163,8 +167,10 @@ class _JobState:
         self.window_base = last_seq + 1
         self.window_bytes = 0  # _event_size of the window's events
         self.terminal = is_terminal(job.status)
-        # Released subscriptions, newest last: (serial, from_sequence).
-        self.history: collections.deque[tuple[int, int]] = collections.deque(maxlen=history)
+        # Released subscriptions, newest last: (serial, from_sequence); made
+        # at the first release, as most jobs of a long history have none.
+        self.history: collections.deque[tuple[int, int]] | None = None
+        self.history_size = history
         self.open_feeds: dict[_Feed, None] = {}  # open subscriptions, oldest first
         # Feeds to wake at the next change: every feed that has read (or
         # subscribed) since it was last woken. A feed that has not read
@@ -296,6 +302,10 @@ class JobStore:
             s.job.job_id: _JobState(s.job, s.units, s.last_sequence, subscription_history)
             for s in stored
         }
+        # The jobs not yet ended, in creation order: what Health counts and a
+        # feature branch is looked up in, whatever the length of the history.
+        # Every stored job has ended by now (fail_unfinished).
+        self._active: dict[str, _JobState] = {}
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -405,6 +415,8 @@ class JobStore:
             state = _JobState(job, units, history=self._history)
             with self._jobs_lock:
                 self._jobs[job_id] = state
+                if not state.terminal:
+                    self._active[job_id] = state
         return state.job
 
     def set_status(self, job_id: str, status: str, error: str = "", *,
@@ -451,6 +463,8 @@ class JobStore:
                 st.job = job
                 if terminal:
                     st.terminal = True
+                    with self._jobs_lock:
+                        self._active.pop(job_id, None)
                     # Every open feed must learn that the end is now known,
                     # whether or not it has read since its last wake.
                     wakes = [f._wake for f in st.open_feeds if f._wake is not None]
@@ -486,9 +500,34 @@ class JobStore:
         jobs = [st.job for st in reversed(self._states())]
         return [j for j in jobs if not wanted or j.status in wanted]
 
+    def active_jobs(self) -> list[Job]:
+        """The jobs not yet ended, oldest first."""
+        with self._jobs_lock:
+            return [st.job for st in self._active.values()]
+
+    def active_count(self) -> int:
+        return len(self._active)
+
+    def iter_jobs(self, statuses: Collection[str] = ()) -> Iterator[Job]:
+        """list_jobs one job at a time, for a caller that may stop early."""
+        wanted = frozenset(statuses)
+        for status in wanted:
+            _check_status(status)
+        if wanted and wanted <= _UNENDED:
+            with self._jobs_lock:
+                states = list(self._active.values())
+        else:
+            states = self._states()
+        for st in reversed(states):
+            job = st.job
+            if not wanted or job.status in wanted:
+                yield job
+
     def find_active(self, repo_path: str, feature_branch: str) -> Job | None:
         """The newest non-terminal job for (repo_path, feature_branch), if any."""
-        for st in reversed(self._states()):
+        with self._jobs_lock:
+            active = list(self._active.values())
+        for st in reversed(active):
             job = st.job
             if (
                 not is_terminal(job.status)
@@ -609,7 +648,10 @@ class JobStore:
             feed._wake = None  # drop whatever the watcher's callback holds
             st.open_feeds.pop(feed, None)
             st.waiters.discard(feed)
-            st.history.append((feed.serial, feed.from_sequence))
+            if st.history_size:
+                if st.history is None:
+                    st.history = collections.deque(maxlen=st.history_size)
+                st.history.append((feed.serial, feed.from_sequence))
             if st.terminal and not st.open_feeds:
                 st.drop_window()  # nobody reads it live any more
             with self._count_lock:
@@ -621,7 +663,8 @@ class JobStore:
         history keeps."""
         st = self._state(job_id)
         with st.lock:
-            entries = [(serial, from_sequence, False) for serial, from_sequence in st.history]
+            entries = [(serial, from_sequence, False)
+                       for serial, from_sequence in st.history or ()]
             entries += [(f.serial, f.from_sequence, True) for f in st.open_feeds]
         entries.sort()
         return [(from_sequence, is_open) for _, from_sequence, is_open in entries]

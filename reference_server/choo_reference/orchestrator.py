@@ -16,14 +16,13 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 
 from .job_runner import JobRun, RecordingFailed
 from .job_store import JobStore, JobTerminal, JobUnwanted
 from .jobs import (
     CANCELLED,
     RUNNING,
-    TERMINAL,
     Job,
     StorageError,
     UnitState,
@@ -213,7 +212,10 @@ class Orchestrator:
         return self.store.list_jobs(statuses)
 
     def active_count(self) -> int:
-        return sum(1 for job in self.store.list_jobs() if job.status not in TERMINAL)
+        return self.store.active_count()
+
+    def iter_jobs(self, statuses: Collection[str] = ()) -> Iterator[Job]:
+        return self.store.iter_jobs(statuses)
 
     def shutdown(self, wait_for_jobs: bool, timeout_s: float) -> int:
         """Let running jobs finish for up to timeout_s (when asked), then
@@ -231,7 +233,7 @@ class Orchestrator:
         for run in runs.values():
             run.wait(FORCED_STOP_WAIT_S)
         # Jobs without a run here (conformance control) are interrupted too.
-        for job in self.store.list_jobs():
+        for job in self.store.active_jobs():
             if not is_terminal(job.status):
                 try:
                     self.store.set_status(job.job_id, CANCELLED, "daemon shut down",

@@ -206,7 +206,10 @@ class DaemonServicer(daemon_pb2_grpc.DaemonServiceServicer):
             )
         response = daemon_pb2.ListJobsResponse()
         size = 0
-        for job in self.jobs.list_jobs(tuple(request.status_filter)):
+        # One at a time where the job manager can: the listing stops at the
+        # response's size, however long the history.
+        listing = getattr(self.jobs, "iter_jobs", self.jobs.list_jobs)
+        for job in listing(tuple(request.status_filter)):
             summary = _summary(job)
             size += summary.ByteSize() + 6  # its tag and length
             if size > MAX_RESPONSE_BYTES:

@@ -20,6 +20,7 @@ import logging
 import os
 import sqlite3
 import stat
+import sys
 import threading
 import urllib.parse
 from collections.abc import Iterable, Iterator
@@ -270,21 +271,29 @@ class SqliteLog:
         """Every job in creation order, with its units and last sequence."""
         with self._transaction() as conn:
             stored: dict[int, StoredJob] = {}
-            for row in conn.execute(
+            # The texts most jobs share (statuses, folders, branches, unit ids)
+            # are kept once, not once per job: a long history stays small.
+            intern = sys.intern
+            for (ord_, job_id, status, tasks_dir, target_branch, feature_branch, parallelism,
+                 repo_path, error, *times) in conn.execute(
                 "SELECT ord, job_id, status, tasks_dir, target_branch, feature_branch,"
                 " parallelism, repo_path, error, created_at_ns, started_at_ns, completed_at_ns"
                 " FROM jobs ORDER BY ord"
             ):
-                ord_, *fields = row
-                stored[ord_] = StoredJob(Job(*fields))
-                self._ords[fields[0]] = ord_
-            for ord_, *fields in conn.execute(
+                stored[ord_] = StoredJob(Job(
+                    job_id, intern(status), intern(tasks_dir), intern(target_branch),
+                    intern(feature_branch), parallelism, intern(repo_path), error, *times))
+                self._ords[job_id] = ord_
+            for ord_, unit_id, status, *counts in conn.execute(
                 "SELECT job, unit_id, status, tasks_complete, tasks_total, pr_number"
                 " FROM units ORDER BY job, position"
             ):
-                stored[ord_].units.append(UnitState(*fields))
-            for ord_, last in conn.execute("SELECT job, MAX(sequence) FROM events GROUP BY job"):
-                stored[ord_].last_sequence = last
+                stored[ord_].units.append(UnitState(intern(unit_id), intern(status), *counts))
+            # One look-up of the primary key per job, not a scan of every event.
+            for ord_, last in conn.execute(
+                "SELECT ord, (SELECT MAX(sequence) FROM events WHERE job=ord) FROM jobs"
+            ):
+                stored[ord_].last_sequence = last or 0
         return list(stored.values())
 
     def fail_unfinished(self, error: str, now_ns: int) -> int:
