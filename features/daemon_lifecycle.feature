@@ -19,6 +19,11 @@ Feature: The daemon's health and shutdown
       When a client starts a job on "waiting"
       Then Health answers healthy with 1 active job and a version
 
+    @fresh_daemon @control
+    Scenario: Health counts a pending job as active
+      Given a pending job "job-9p" and a running job "job-9r", set up through the control service
+      Then Health answers healthy with 2 active jobs and a version
+
   @R2
   Rule: R2 StartJob during shutdown is UNAVAILABLE
 

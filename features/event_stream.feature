@@ -34,6 +34,28 @@ Feature: A job's event stream: numbering, replay, live hand-over, durability
         | 257 |
         | 305 |
 
+    Scenario: Payloads come back byte for byte, live and replayed, whatever they hold
+      Given a running job "job-9p" that has recorded 0 events
+      When a client watches job "job-9p" from sequence 0
+      And the job "job-9p" records one event with each of these payloads, and completes:
+        | payload            |
+        | non-ASCII text     |
+        | non-canonical JSON |
+        | JSON escapes       |
+        | not JSON           |
+        | 64 KiB             |
+      Then the client receives those payloads byte for byte, in order, and the watch ends OK
+      And a watch of job "job-9p" from sequence 1 returns those payloads byte for byte
+
+    Scenario: Several callers recording on one job at once get unique, contiguous sequences
+      Given a running job "job-9c" that has recorded 0 events
+      When a client watches job "job-9c" from sequence 0
+      And 8 callers each record 150 events on job "job-9c" at once, in batches of 1 to 4
+      And the job "job-9c" completes
+      Then the sequences AppendEvents answered are 1-1200, each once
+      And the client receives sequences 1-1200 and the watch ends OK
+      And every event the client received carries what its caller recorded with that sequence
+
   @W10
   Rule: W10 from_sequence is inclusive
 
@@ -51,6 +73,19 @@ Feature: A job's event stream: numbering, replay, live hand-over, durability
         | 5    | 5-6      |
         | 6    | 6-6      |
         | 9    | none     |
+
+    Scenario Outline: A watch from past the last event of a running job waits for those events
+      Given a running job "job-10f" that has recorded 5 events
+      When a client watches job "job-10f" from sequence <from>
+      And the job "job-10f" records 4 more events and completes
+      Then the client receives sequences <expected> and the watch ends OK
+
+      Examples:
+        | from | expected |
+        | 6    | 6-9      |
+        | 7    | 7-9      |
+        | 9    | 9-9      |
+        | 50   | none     |
 
     Scenario: A client that saw N resumes from N+1 and gets exactly the rest
       Given a running job "job-resume" that has recorded 4 events
@@ -130,6 +165,15 @@ Feature: A job's event stream: numbering, replay, live hand-over, durability
       And the job "job-14big" records 4000 more events in batches of 1000 and completes
       Then the client receives sequences 1-24000 and the watch ends OK
 
+    Scenario: The watchers that remain get each new event promptly after others have gone
+      Given a running job "job-14w" that has recorded 1 events
+      When 6 clients watch job "job-14w" from sequence 0
+      And every one of them has received 1 event
+      And clients 0 and 1 cancel their watches, client 2's connection fails, and the daemon has released them
+      Then each of the 3 clients left receives each of 5 events recorded one at a time within 2 seconds of its recording
+      When the job "job-14w" completes
+      Then each of the 3 clients left has received sequences 1-6 and its watch ends OK
+
   @W15
   Rule: W15 A slow or stalled watcher blocks nothing and costs bounded memory
 
@@ -177,6 +221,19 @@ Feature: A job's event stream: numbering, replay, live hand-over, durability
       And a second client watches job "job-17" from sequence 1
       Then the second client receives exactly the events the first client received, every field identical
       And every event the second client received carries the type, unit, payload and timestamp it was recorded with
+
+    @restarts_daemon
+    Scenario: Payloads survive a restart byte for byte
+      Given a running job "job-17p" that has recorded 0 events
+      And the job "job-17p" records one event with each of these payloads, and completes:
+        | payload            |
+        | non-ASCII text     |
+        | non-canonical JSON |
+        | JSON escapes       |
+        | not JSON           |
+        | 64 KiB             |
+      When the daemon crashes and restarts on the same database
+      Then a watch of job "job-17p" from sequence 1 returns those payloads byte for byte
 
     @restarts_daemon
     Scenario: A running job's history survives a restart

@@ -55,6 +55,10 @@ Feature: Starting, stopping, inspecting and listing jobs
       When a client starts another job on "waiting"
       Then the two job ids differ
 
+    Scenario: Many StartJobs at once each get a job of their own
+      When 16 clients start a job on "waiting" at once, each on a repository of its own
+      Then all 16 answer status "running", with 16 different job ids
+
   @R4
   Rule: R4 StartJob on a busy feature branch attaches or refuses
 
@@ -62,6 +66,12 @@ Feature: Starting, stopping, inspecting and listing jobs
       When a client starts a job on "waiting" for feature branch "feat/x"
       And a client starts a job on "waiting" for feature branch "feat/x"
       Then the second call answers the first job's id with status "attached"
+
+    Scenario: A busy feature branch of another repository is no reason to attach or refuse
+      When a client starts a job on "waiting" for feature branch "feat/x"
+      And a client starts a job on "waiting" for feature branch "feat/x" in another repository
+      Then the call answers status "running" and a job id
+      And the two job ids differ
 
     Scenario: StartJob on a busy feature branch with other work is refused
       When a client starts a job on "waiting" for feature branch "feat/x"

@@ -296,6 +296,40 @@ def start_on_branch(target, world, tmp_path, folder, branch, target_branch):
            target_branch=target_branch or "main")
 
 
+@when(parsers.parse('a client starts a job on "{folder}" for feature branch "{branch}" in another '
+                    'repository'))
+def start_on_branch_elsewhere(target, world, tmp_path, folder, branch):
+    world.previous_call = getattr(world, "last_call", None)
+    _start(target, world, tmp_path, folder, repo=_jobs(world, tmp_path).new_repository(),
+           feature_branch=branch)
+
+
+@when(parsers.parse('{count:d} clients start a job on "{folder}" at once, each on a repository of its own'))
+def many_start_at_once(target, world, tmp_path, count, folder):
+    """Sent together, answered in any order: ids made from a clock or a
+    counter read outside a lock come out the same."""
+    jobs = _jobs(world, tmp_path)
+    requests = [daemon_pb2.StartJobRequest(tasks_dir=jobs.folders[folder], target_branch="main",
+                                           repo_path=str(jobs.new_repository())) for _ in range(count)]
+    calls = [target.call("StartJob", request) for request in requests]
+    world.marks["many_started"] = answers = [call.result(EVENTUALLY) for call in calls]
+    jobs.started += [response.job_id for response, status in answers
+                     if status is not None and status.code == grpc.StatusCode.OK]
+
+
+@then(parsers.parse('all {count:d} answer status "{status}", with {distinct:d} different job ids'))
+def all_answer_distinct(world, count, status, distinct):
+    answers = world.marks["many_started"]
+    wrong = [str(call_status) for _, call_status in answers
+             if call_status is None or call_status.code != grpc.StatusCode.OK]
+    assert not wrong, f"{len(wrong)} of {count} StartJobs sent at once failed: {wrong[:3]}"
+    assert all(response.status == status for response, _ in answers), [r.status for r, _ in answers]
+    ids = [response.job_id for response, _ in answers]
+    assert len(set(ids)) == distinct, (
+        f"{count} StartJobs sent at once were answered {len(set(ids))} different job ids: "
+        f"{sorted(i for i in set(ids) if ids.count(i) > 1)[:3]} were given twice (R3: a new job each time)")
+
+
 @when("the job's first command is running")
 def first_command_running(target, world):
     started = world.jobs.root / "started"
@@ -459,7 +493,9 @@ def lists_that_job(target, world):
 
 @then("the two job ids differ")
 def ids_differ(world):
-    assert len(set(world.jobs.started)) == len(world.jobs.started) == 2
+    assert len(world.jobs.started) == 2, f"{len(world.jobs.started)} jobs were started, expected 2"
+    assert len(set(world.jobs.started)) == 2, (
+        f"both StartJobs answered job {world.jobs.started[0]}: the second must be a new job")
 
 
 @then(parsers.parse('the second call answers the first job\'s id with status "{status}"'))
@@ -630,7 +666,15 @@ def _health(target):
     return response
 
 
-@then(parsers.parse("Health answers healthy with {count:d} active job and a version"))
+@given(parsers.parse('a pending job "{pending}" and a running job "{running}", set up through the '
+                     'control service'))
+def pending_and_running(target, pending, running):
+    target.create_job(pending, "pending")
+    target.create_job(running, "running")
+
+
+@then(parsers.re(r"Health answers healthy with (?P<count>\d+) active jobs? and a version"),
+      converters={"count": int})
 def health_active(target, count):
     response = _health(target)
     assert (response.healthy, response.active_jobs) == (True, count), (

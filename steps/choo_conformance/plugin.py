@@ -32,6 +32,7 @@ pytest_plugins = [
     "choo_conformance.event_stream_steps",
     "choo_conformance.lifecycle_steps",
     "choo_conformance.black_box_steps",
+    "choo_conformance.fidelity_steps",
 ]
 
 

@@ -222,6 +222,60 @@ CATALOGUE = (
                  "                    self._cursor = cursor = cursor - 1\n"
                  "            if cursor > st.last_seq:\n"
                  "                if st.terminal:\n"),)),
+    # -- defects nobody had listed: payloads, concurrency, wake-ups, the edges ----------------
+    Mutant("payload-reserialized-on-read", "payloads read back from the database are JSON "
+           "re-serialized (spacing, key order and escapes change)", ("W17",),
+           (Edit(f"{R}.sqlite_log:SqliteLog.read", "        return [Event(*row) for row in rows]\n",
+                 "        def again(p):\n"
+                 "            try:\n"
+                 "                return __import__('json').dumps(__import__('json').loads(p))\n"
+                 "            except ValueError:\n"
+                 "                return p\n"
+                 "        return [Event(s, t, u, again(p), ts) for s, t, u, p, ts in rows]\n"),)),
+    Mutant("payload-ascii-on-record", "non-ASCII payloads are recorded with their text escaped to "
+           "ASCII", ("W3", "W9"),
+           (Edit(f"{R}.control:ConformanceControlServicer.AppendEvents",
+                 'specs = [(e.event_type, e.unit_id, e.payload_json or "{}") for e in request.events]',
+                 'specs = [(e.event_type, e.unit_id, (e.payload_json or "{}").encode("ascii", '
+                 '"backslashreplace").decode()) for e in request.events]'),)),
+    Mutant("sequence-outside-lock", "the next sequence is taken before the lock that guards it: "
+           "two appends at once can get the same numbers", ("W9",),
+           (Edit(f"{R}.job_store:JobStore.record_many",
+                 "        st = self._state(job_id)\n"
+                 "        with self._write_lock:\n"
+                 "            self._check_open()\n"
+                 "            if st.terminal:\n"
+                 "                raise JobTerminal(job_id, st.job.status)\n"
+                 "            if not specs:\n"
+                 "                return []\n"
+                 "            first = st.last_seq + 1\n",
+                 "        st = self._state(job_id)\n"
+                 "        first = st.last_seq + 1\n"
+                 "        __import__('time').sleep(0)\n"
+                 "        with self._write_lock:\n"
+                 "            self._check_open()\n"
+                 "            if st.terminal:\n"
+                 "                raise JobTerminal(job_id, st.job.status)\n"
+                 "            if not specs:\n"
+                 "                return []\n"),)),
+    Mutant("release-drops-every-waiter", "a watch that ends drops the wake-ups of every other watch "
+           "of the job", ("W14",),
+           (Edit(f"{R}.job_store:JobStore._release", "            st.waiters.discard(feed)\n",
+                 "            st.waiters.clear()\n"),)),
+    Mutant("past-the-end-ends-at-once", "a watch of a running job from beyond its last event but "
+           "one ends at once instead of waiting", ("W10",),
+           (Edit(f"{R}.job_store:_Feed.read", "            if cursor > st.last_seq:\n"
+                 "                if st.terminal:\n",
+                 "            if cursor > st.last_seq:\n"
+                 "                if st.terminal or cursor > st.last_seq + 1:\n"),)),
+    Mutant("ids-from-the-clock", "a job's id is the time in hundredths of a second: StartJobs "
+           "that arrive together get the same one", ("R3",),
+           (Edit(f"{R}.orchestrator:Orchestrator.start_job", "            job_id = uuid.uuid4().hex\n",
+                 "            job_id = '%x' % (__import__('time').time_ns() // 10_000_000)\n"),)),
+    Mutant("attach-across-repositories", "StartJob attaches to a busy feature branch of another "
+           "repository", ("R4",),
+           (Edit(f"{R}.job_store:JobStore.find_active", "                and job.repo_path == repo_path\n",
+                 ""),)),
     # -- the other RPCs ------------------------------------------------------------------
     Mutant("negative-parallelism-unchecked", "a negative parallelism reaches the job runner (UNKNOWN)",
            ("R1",),
