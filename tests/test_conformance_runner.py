@@ -233,7 +233,7 @@ HANGING = f"{sys.executable} {ROOT / 'tests' / 'hanging_daemon.py'}"
      "AppendEvents did not answer within 10 s"),
     # Nothing the steps wait for has a shorter deadline than the scenario.
     ("stream-forever", "W14", "not volume", "8",
-     "timed out after 8 s in step 'Then the client receives sequences"),
+     "timed out after 8 s in step 'Then "),
 ])
 def test_a_hanging_daemon_fails_its_rule_in_time_and_leaves_nothing(tmp_path, hang, rule, tags,
                                                                    scenario_timeout, says):

@@ -223,7 +223,10 @@ class _Suite:
     def _time_is_up(self, signum, frame):
         # The clean-up that follows gets a bounded time of its own.
         signal.setitimer(signal.ITIMER_REAL, teardown_grace(self.limit))
-        raise ScenarioTimeout(f"timed out after {self.limit:g} s in step {self.step!r}")
+        timeout = ScenarioTimeout(f"timed out after {self.limit:g} s in step {self.step!r}")
+        if self.failure is None:  # no step_error hook for a BaseException: note the step here
+            self.failure = (self.step, timeout, False)
+        raise timeout
 
     def pytest_bdd_before_step(self, request, feature, scenario, step, step_func):
         self.step = f"{step.keyword} {step.name}".strip()

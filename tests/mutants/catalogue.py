@@ -272,6 +272,10 @@ CATALOGUE = (
            "that arrive together get the same one", ("R3",),
            (Edit(f"{R}.orchestrator:Orchestrator.start_job", "            job_id = uuid.uuid4().hex\n",
                  "            job_id = '%x' % (__import__('time').time_ns() // 10_000_000)\n"),)),
+    Mutant("health-counts-running-only", "Health counts only running jobs as active, not pending "
+           "ones", ("R9",),
+           (Edit(f"{R}.job_store:JobStore.active_count", "        return len(self._active)\n",
+                 "        return sum(1 for st in list(self._active.values()) if st.job.status == 'running')\n"),)),
     Mutant("attach-across-repositories", "StartJob attaches to a busy feature branch of another "
            "repository", ("R4",),
            (Edit(f"{R}.job_store:JobStore.find_active", "                and job.repo_path == repo_path\n",
