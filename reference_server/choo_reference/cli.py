@@ -2,13 +2,31 @@
 
 from __future__ import annotations
 
-import argparse
-import math
 import os
+import signal
 import sys
 
-from . import __version__
-from .paths import DEFAULT_DB, DEFAULT_SOCKET
+
+def _interrupted_while_loading(signum, frame) -> None:
+    os.write(2, b"interrupted\n")
+    os._exit(130)
+
+
+# A Ctrl-C while the modules below load ends with one line too; main() takes
+# over once they have.
+_SIGINT_BEFORE = signal.getsignal(signal.SIGINT)
+if _SIGINT_BEFORE is signal.default_int_handler:
+    signal.signal(signal.SIGINT, _interrupted_while_loading)
+
+import argparse  # noqa: E402
+import math  # noqa: E402
+from typing import Any  # noqa: E402
+
+from . import __version__  # noqa: E402
+from .paths import DEFAULT_DB, DEFAULT_SOCKET, visible  # noqa: E402
+
+if _SIGINT_BEFORE is signal.default_int_handler:
+    signal.signal(signal.SIGINT, _SIGINT_BEFORE)
 
 # Extra seconds the client waits beyond the daemon's own shutdown timeout:
 # a forced stop of the jobs that did not finish can take up to 10 s.
@@ -25,40 +43,73 @@ def _daemon(args: argparse.Namespace) -> int:
 # -- client commands: each gets (args, stub) and returns an exit code --------------
 
 
+def _start_job(stub, request) -> tuple[Any, list[int]]:
+    """StartJob with Ctrl-C held back until the daemon answers, so that a job
+    it started is named. Returns the answer and the Ctrl-Cs that came; the
+    caller restores SIGINT's handler."""
+    from .client import CliError, call_timeout
+
+    interrupts: list[int] = []
+
+    def hold(signum, frame) -> None:
+        interrupts.append(signum)
+        if len(interrupts) > 1:
+            raise KeyboardInterrupt
+        print("interrupted: waiting for the daemon's answer to name the job "
+              "(Ctrl-C again to stop waiting)", file=sys.stderr, flush=True)
+
+    signal.signal(signal.SIGINT, hold)
+    try:
+        return stub.StartJob(request, timeout=call_timeout()), interrupts
+    except KeyboardInterrupt:
+        raise CliError("error: stopped waiting for the daemon; the job may have started "
+                       "(see: choo-ref jobs)", 130) from None
+
+
 def _run(args, stub) -> int:
     from choo.v1 import daemon_pb2
 
-    from .client import ProgressPrinter, follow, summary_line
+    from .client import ProgressPrinter, call_timeout, follow, summary_line
     from .live_view import event_display
 
     repo = os.path.abspath(args.repo)
     tasks_dir = os.path.abspath(args.tasks_dir)
-    started = stub.StartJob(daemon_pb2.StartJobRequest(
-        tasks_dir=tasks_dir, target_branch=args.target_branch,
-        feature_branch=args.feature_branch, parallelism=args.parallelism, repo_path=repo,
-    ))
-    job_id = started.job_id
-    verb = "attached to running job" if started.status == "attached" else "started job"
-    print(f"{verb} {job_id}: {tasks_dir} in {repo}", flush=True)
+    previous = signal.getsignal(signal.SIGINT)
     try:
-        with event_display(stub, job_id, sys.stdout, plain=args.plain, from_sequence=1,
+        started, interrupts = _start_job(stub, daemon_pb2.StartJobRequest(
+            tasks_dir=tasks_dir, target_branch=args.target_branch,
+            feature_branch=args.feature_branch, parallelism=args.parallelism, repo_path=repo,
+        ))
+    except BaseException:
+        signal.signal(signal.SIGINT, previous)
+        raise
+    job_id = visible(started.job_id)
+    try:
+        # Restored inside the try: from here a Ctrl-C names the job.
+        signal.signal(signal.SIGINT, previous)
+        verb = "attached to running job" if started.status == "attached" else "started job"
+        print(f"{verb} {job_id}: {tasks_dir} in {repo}", flush=True)
+        if interrupts:
+            raise KeyboardInterrupt
+        with event_display(stub, started.job_id, sys.stdout, plain=args.plain, from_sequence=1,
                            plain_handler=ProgressPrinter(sys.stdout).handle) as show:
             # From 1, not 0: a job that ended before the watch began still replays.
-            for event in follow(stub, job_id, 1, retry_first=True,
+            for event in follow(stub, started.job_id, 1, retry_first=True,
                                 on_retry=_reconnecting(args)):
                 show(event)
     except KeyboardInterrupt:
         print(f"stopped following job {job_id}; it keeps running "
               f"(stop it with: choo-ref stop {job_id})", file=sys.stderr)
         return 130
-    status = stub.GetJobStatus(daemon_pb2.GetJobStatusRequest(job_id=job_id))
+    status = stub.GetJobStatus(daemon_pb2.GetJobStatusRequest(job_id=started.job_id),
+                               timeout=call_timeout())
     print(summary_line(status), flush=True)
     return 0 if status.status == "completed" else 1
 
 
 def _reconnecting(args):
     def report(error, next_sequence) -> None:
-        print(f"lost the daemon ({error.code().name}: {error.details()}); "
+        print(f"lost the daemon ({error.code().name}: {visible(error.details() or '')}); "
               f"reconnecting to {args.socket} from event {next_sequence}",
               file=sys.stderr, flush=True)
     return report
@@ -67,9 +118,10 @@ def _reconnecting(args):
 def _jobs(args, stub) -> int:
     from choo.v1 import daemon_pb2
 
-    from .client import print_jobs_table
+    from .client import call_timeout, print_jobs_table
 
-    response = stub.ListJobs(daemon_pb2.ListJobsRequest(status_filter=args.status or []))
+    response = stub.ListJobs(daemon_pb2.ListJobsRequest(status_filter=args.status or []),
+                             timeout=call_timeout())
     print_jobs_table(response.jobs, sys.stdout)
     return 0
 
@@ -77,16 +129,22 @@ def _jobs(args, stub) -> int:
 def _status(args, stub) -> int:
     from choo.v1 import daemon_pb2
 
-    from .client import print_status
+    from .client import call_timeout, print_status
 
-    print_status(stub.GetJobStatus(daemon_pb2.GetJobStatusRequest(job_id=args.job)), sys.stdout)
+    print_status(stub.GetJobStatus(daemon_pb2.GetJobStatusRequest(job_id=args.job),
+                                   timeout=call_timeout()), sys.stdout)
     return 0
 
 
 def _watch(args, stub) -> int:
-    from .client import follow, print_event
+    from choo.v1 import daemon_pb2
+
+    from .client import call_timeout, follow, print_event
     from .live_view import event_display
 
+    # The stream has no deadline (a job may be quiet for hours): a call that
+    # has one first shows that the daemon answers at all.
+    stub.GetJobStatus(daemon_pb2.GetJobStatusRequest(job_id=args.job), timeout=call_timeout())
     try:
         with event_display(stub, args.job, sys.stdout, plain=args.plain,
                            from_sequence=args.from_sequence,
@@ -101,30 +159,43 @@ def _watch(args, stub) -> int:
 def _stop(args, stub) -> int:
     from choo.v1 import daemon_pb2
 
-    response = stub.StopJob(daemon_pb2.StopJobRequest(job_id=args.job, force=args.force))
-    print(f"job {args.job}: {response.message}")
+    from .client import call_timeout
+
+    response = stub.StopJob(daemon_pb2.StopJobRequest(job_id=args.job, force=args.force),
+                            timeout=call_timeout())
+    print(f"job {visible(args.job)}: {visible(response.message)}")
     return 0 if response.success else 1
 
 
 def _health(args, stub) -> int:
     from choo.v1 import daemon_pb2
 
-    response = stub.Health(daemon_pb2.HealthRequest(), timeout=10)
+    from .client import call_timeout
+
+    response = stub.Health(daemon_pb2.HealthRequest(), timeout=call_timeout())
     state = "healthy" if response.healthy else "not healthy (shutting down)"
     print(f"{state}, {response.active_jobs} active job{'s' if response.active_jobs != 1 else ''}, "
-          f"version {response.version}")
+          f"version {visible(response.version)}")
     return 0 if response.healthy else 1
 
 
 def _shutdown(args, stub) -> int:
+    import grpc
+
     from choo.v1 import daemon_pb2
 
-    from .client import wait_until_gone
+    from .client import CliError, no_answer_message, wait_until_gone
 
-    response = stub.Shutdown(
-        daemon_pb2.ShutdownRequest(wait_for_jobs=args.wait, timeout_seconds=args.timeout),
-        timeout=(args.timeout or 30) + _SHUTDOWN_MARGIN_S,
-    )
+    deadline = (args.timeout or 30) + _SHUTDOWN_MARGIN_S
+    try:
+        response = stub.Shutdown(
+            daemon_pb2.ShutdownRequest(wait_for_jobs=args.wait, timeout_seconds=args.timeout),
+            timeout=deadline,
+        )
+    except grpc.RpcError as error:
+        if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+            raise CliError(no_answer_message(args.socket, deadline)) from None
+        raise
     n = response.jobs_stopped
     print(f"daemon shutting down: {n} job{'s' if n != 1 else ''} stopped", flush=True)
     if not wait_until_gone(args.socket, 15):
@@ -157,8 +228,6 @@ def _client_command(command):
         except grpc.RpcError as error:
             print(describe_error(error, args.socket), file=sys.stderr)
             return 1
-        except KeyboardInterrupt:
-            return 130
 
     return run
 
@@ -189,6 +258,17 @@ def _positive_float(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
     return value
+
+
+def _text(text: str) -> str:
+    """An argument sent to the daemon: gRPC strings are UTF-8, and an argument
+    that is not (bytes kept by os.fsdecode) cannot be sent."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise argparse.ArgumentTypeError(
+            f"not valid UTF-8: {visible(text, quoted=True)}") from None
+    return text
 
 
 _PLAIN_HELP = ("print a line per event even on a terminal (the output when piped) "
@@ -229,12 +309,13 @@ def build_parser() -> argparse.ArgumentParser:
     daemon.set_defaults(run=_daemon)
 
     run = client("run", _run, "start a job and follow it until it ends")
-    run.add_argument("tasks_dir", metavar="TASKS_DIR", help="the folder of unit folders")
-    run.add_argument("--repo", default=".", metavar="DIR",
+    run.add_argument("tasks_dir", type=_text, metavar="TASKS_DIR",
+                     help="the folder of unit folders")
+    run.add_argument("--repo", type=_text, default=".", metavar="DIR",
                      help="where the commands run (default: the current directory)")
-    run.add_argument("--target-branch", default="main", metavar="BRANCH",
+    run.add_argument("--target-branch", type=_text, default="main", metavar="BRANCH",
                      help="the branch the work is for (default: %(default)s)")
-    run.add_argument("--feature-branch", default="", metavar="BRANCH",
+    run.add_argument("--feature-branch", type=_text, default="", metavar="BRANCH",
                      help="the job's feature branch; a job already running the same "
                      "work on it is followed instead of starting another")
     run.add_argument("--parallelism", type=_non_negative_int, default=0, metavar="N",
@@ -242,23 +323,23 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--plain", action="store_true", help=_PLAIN_HELP)
 
     jobs = client("jobs", _jobs, "list jobs, newest first")
-    jobs.add_argument("--status", action="extend", nargs="+", metavar="S",
+    jobs.add_argument("--status", type=_text, action="extend", nargs="+", metavar="S",
                       help="only jobs in these statuses (pending, running, completed, "
                       "failed, cancelled)")
 
     status = client("status", _status, "show a job's status and units")
-    status.add_argument("job", metavar="JOB")
+    status.add_argument("job", type=_text, metavar="JOB")
 
     watch = client("watch", _watch, "print a job's events until it ends, "
                    "reconnecting if the daemon restarts")
-    watch.add_argument("job", metavar="JOB")
+    watch.add_argument("job", type=_text, metavar="JOB")
     watch.add_argument("--from", dest="from_sequence", type=_non_negative_int, default=1,
                        metavar="N", help="first sequence to print (default: 1, the first "
                        "event; 0 prints nothing for a job that has already ended)")
     watch.add_argument("--plain", action="store_true", help=_PLAIN_HELP)
 
     stop = client("stop", _stop, "stop a job")
-    stop.add_argument("job", metavar="JOB")
+    stop.add_argument("job", type=_text, metavar="JOB")
     stop.add_argument("--force", action="store_true",
                       help="kill running commands now instead of letting them finish")
 
@@ -272,20 +353,75 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+class _OutputFailed(Exception):
+    """Writing to stdout failed (a full disk, an I/O error)."""
+
+
+class _GuardedOutput:
+    """sys.stdout while a command runs: a write that fails is told apart from
+    every other OSError, so that it ends the command with one line."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise _OutputFailed(exc.strerror or str(exc)) from None
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise _OutputFailed(exc.strerror or str(exc)) from None
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+def _discard_stdout() -> None:
+    """Keep the interpreter's final flush of what is left from failing again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
+    return args.run(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    stdout = sys.stdout
+    sys.stdout = _GuardedOutput(stdout)
     try:
-        return args.run(args)
+        try:
+            return _main(argv)
+        finally:
+            sys.stdout.flush()  # here, where a failure is still reported
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
     except BrokenPipeError:
-        # The reader of stdout went away (`choo-ref watch JOB | head`): stop
-        # quietly, and keep the interpreter's final flush from failing again.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        # The reader of stdout went away (`choo-ref watch JOB | head`): stop quietly.
+        sys.stdout = stdout
+        _discard_stdout()
         return 1
+    except _OutputFailed as failed:
+        print(f"error: cannot write the output: {failed}", file=sys.stderr)
+        sys.stdout = stdout
+        _discard_stdout()
+        return 1
+    finally:
+        sys.stdout = stdout
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import socket
 import time
 from collections.abc import Callable, Iterator
 from typing import TextIO
@@ -15,7 +16,7 @@ import grpc
 
 from choo.v1 import daemon_pb2
 
-from .paths import DEFAULT_SOCKET, daemon_listening, expand, socket_path_problem
+from .paths import DEFAULT_SOCKET, daemon_listening, expand, socket_path_problem, visible
 
 # grpc backs off up to 120 s between reconnection attempts by default; a
 # restarted daemon should be found again within a second. Not
@@ -38,6 +39,20 @@ _CONNECTED_AFTER_S = 1.0
 # Lines of a failed task's output shown by `run`.
 TAIL_LINES = 20
 
+# The deadline of every call but WatchJob's stream and Shutdown's wait: a
+# daemon that is stopped (SIGSTOP) or wedged must not hold a command forever.
+DEFAULT_CALL_TIMEOUT_S = 30.0
+CALL_TIMEOUT_VARIABLE = "CHOO_REF_CALL_TIMEOUT"
+
+
+def call_timeout() -> float:
+    """Seconds a call may take: $CHOO_REF_CALL_TIMEOUT, else 30."""
+    try:
+        value = float(os.environ.get(CALL_TIMEOUT_VARIABLE, ""))
+    except ValueError:
+        return DEFAULT_CALL_TIMEOUT_S
+    return value if 0 < value < float("inf") else DEFAULT_CALL_TIMEOUT_S
+
 
 class CliError(Exception):
     """A failure to report on one line of stderr, and the exit code to use."""
@@ -53,8 +68,55 @@ class DaemonLost(CliError):
 
 
 def socket_problem(socket_path: str) -> str | None:
-    """Why no daemon could listen on this path (too long for a Unix socket), or None."""
-    return socket_path_problem(expand(socket_path))
+    """Why the client will not call a daemon on this path (too long for a Unix
+    socket, not UTF-8, another user's socket), or None."""
+    path = expand(socket_path)
+    return socket_path_problem(path) or _owner_problem(path)
+
+
+def _owner_problem(path: str) -> str | None:
+    # The client sends the daemon repository paths and runs what it is told to
+    # watch: a socket someone else made in a shared folder must not get them.
+    try:
+        owner = os.stat(path).st_uid
+    except OSError:
+        return None  # absent or out of reach: the call says which
+    if owner in (0, os.geteuid()):
+        return None
+    return (f"the socket {path} belongs to another user (uid {owner}); "
+            "choo-ref talks only to a daemon run by you or by root")
+
+
+def permission_problem(path: str) -> str | None:
+    """What on the way to the socket this user may not use, or None."""
+    way = []
+    folder = os.path.dirname(path)
+    while True:
+        way.append(folder)
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            break
+        folder = parent
+    for folder in reversed(way):
+        try:
+            os.stat(os.path.join(folder, "."))
+        except PermissionError:
+            where = ("the folder of the socket" if folder == os.path.dirname(path)
+                     else "on the way to the socket")
+            return f"error: permission denied: cannot enter {folder}, {where} {path}"
+        except OSError:
+            return None
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(2.0)
+        probe.connect(path)
+    except PermissionError:
+        return f"error: permission denied: this user may not open the socket {path}"
+    except OSError:
+        return None
+    finally:
+        probe.close()
+    return None
 
 
 def open_channel(socket_path: str) -> grpc.Channel:
@@ -69,15 +131,27 @@ def no_daemon_message(socket_path: str) -> str:
     return f"error: no daemon is answering on {path} (start one with: {start})"
 
 
+def no_answer_message(socket_path: str, timeout: float) -> str:
+    return (f"error: the daemon on {expand(socket_path)} did not answer within {timeout:g} s "
+            f"(it may be stopped or overloaded; ${CALL_TIMEOUT_VARIABLE} sets the deadline)")
+
+
 def describe_error(error: grpc.RpcError, socket_path: str) -> str:
-    """One line for stderr: the daemon's status code and message, or that no
-    daemon answers on the socket."""
+    """One line for stderr: the daemon's status code and message, that no
+    daemon answers on the socket, that it did not answer in time, or that
+    this user may not open the socket."""
     code = error.code() if callable(getattr(error, "code", None)) else None
     details = error.details() if callable(getattr(error, "details", None)) else str(error)
-    if code == grpc.StatusCode.UNAVAILABLE and not daemon_listening(socket_path):
-        return no_daemon_message(socket_path)
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return no_answer_message(socket_path, call_timeout())
+    if code == grpc.StatusCode.UNAVAILABLE:
+        denied = permission_problem(expand(socket_path))
+        if denied:
+            return denied
+        if not daemon_listening(socket_path):
+            return no_daemon_message(socket_path)
     name = code.name if code is not None else "UNKNOWN"
-    return f"error: {name}: {details}"
+    return f"error: {name}: {visible(details or '')}"
 
 
 # -- following a job's events ------------------------------------------------------
@@ -155,9 +229,9 @@ def follow(
                     on_retry(error, max(next_sequence, 1))
             elif now - outage_since >= give_up_after:
                 raise DaemonLost(
-                    f"error: lost the daemon while watching job {job_id} and it did not "
-                    f"come back within {give_up_after:g} s (last error: "
-                    f"{error.code().name}: {error.details()})") from None
+                    f"error: lost the daemon while watching job {visible(job_id)} and it did "
+                    f"not come back within {give_up_after:g} s (last error: "
+                    f"{error.code().name}: {visible(error.details() or '')})") from None
         finally:
             call.cancel()  # the consumer stopped early: release the watch
         sleep(backoff)
@@ -211,7 +285,8 @@ def print_event(event: daemon_pb2.JobEvent, out: TextIO) -> None:
     """One line per event: sequence, time, type, unit, payload."""
     print(
         f"{event.sequence:>6}  {format_time(event.timestamp, millis=True)}  "
-        f"{event.event_type:<21}  {event.unit_id or '-':<12}  {event.payload_json}",
+        f"{visible(event.event_type):<21}  {visible(event.unit_id) or '-':<12}  "
+        f"{visible(event.payload_json)}",
         file=out, flush=True,
     )
 
@@ -223,7 +298,7 @@ def print_jobs_table(jobs, out: TextIO) -> None:
     rows = [("JOB", "STATUS", "FEATURE BRANCH", "UNITS", "STARTED")]
     for job in jobs:
         rows.append((
-            job.job_id, job.status, job.feature_branch or "-",
+            visible(job.job_id), visible(job.status), visible(job.feature_branch) or "-",
             f"{job.units_complete}/{job.units_total}", format_time(job.started_at),
         ))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
@@ -233,8 +308,8 @@ def print_jobs_table(jobs, out: TextIO) -> None:
 
 
 def print_status(status: daemon_pb2.GetJobStatusResponse, out: TextIO) -> None:
-    print(f"job        {status.job_id}", file=out)
-    print(f"status     {status.status}", file=out)
+    print(f"job        {visible(status.job_id)}", file=out)
+    print(f"status     {visible(status.status)}", file=out)
     print(f"started    {format_time(status.started_at)}", file=out)
     completed = format_time(status.completed_at) if status.HasField("completed_at") else "-"
     duration = job_duration_ms(status)
@@ -242,15 +317,16 @@ def print_status(status: daemon_pb2.GetJobStatusResponse, out: TextIO) -> None:
         completed += f" (after {format_duration_ms(duration)})"
     print(f"completed  {completed}", file=out)
     if status.error:
-        print(f"error      {status.error}", file=out)
+        print(f"error      {visible(status.error)}", file=out)
     if not status.units:
         print("units      none", file=out)
         return
     print("units", file=out)
-    width = max(len(u.unit_id) for u in status.units)
-    status_width = max(len(u.status) for u in status.units)
+    width = max(len(visible(u.unit_id)) for u in status.units)
+    status_width = max(len(visible(u.status)) for u in status.units)
     for unit in status.units:
-        line = (f"  {unit.unit_id.ljust(width)}  {unit.status.ljust(status_width)}  "
+        line = (f"  {visible(unit.unit_id).ljust(width)}  "
+                f"{visible(unit.status).ljust(status_width)}  "
                 f"{unit.tasks_complete}/{unit.tasks_total} tasks")
         if unit.pr_number:
             line += f"  PR #{unit.pr_number}"
@@ -274,7 +350,8 @@ class ProgressPrinter:
         return f"[{unit}] task {number}" + (f" {title}" if title else "")
 
     def handle(self, event: daemon_pb2.JobEvent) -> None:
-        kind, unit, p = event.event_type, event.unit_id, payload_of(event)
+        # Whatever the daemon sent is shown, never obeyed by the terminal.
+        kind, unit, p = event.event_type, visible(event.unit_id), _visible_payload(event)
         if kind == "orch.started":
             self._line(f"{p.get('units', '?')} units, {p.get('tasks_total', '?')} tasks, "
                        f"up to {p.get('parallelism', '?')} units at once")
@@ -295,7 +372,7 @@ class ProgressPrinter:
             tail = self._tails.pop((unit, p.get("task")), "")
             lines = tail.rstrip("\n").splitlines()[-TAIL_LINES:]
             for text in lines:
-                self._line(f"    | {text}")
+                self._line(f"    | {visible(text)}")
         elif kind == "unit.completed":
             self._line(f"[{unit}] unit completed ({p.get('tasks_complete', '?')} tasks, "
                        f"{format_duration_ms(p.get('duration_ms'))})")
@@ -307,15 +384,27 @@ class ProgressPrinter:
             self._line("job cancelled" + (" (forced)" if p.get("forced") else ""))
 
 
+def _visible_payload(event: daemon_pb2.JobEvent) -> dict:
+    """The payload with its text made visible; an output tail keeps its
+    newlines, each line is made visible where it is printed."""
+    def shown(key, value):
+        if isinstance(value, str):
+            return value if key == "output_tail" else visible(value)
+        if isinstance(value, list):
+            return [visible(v) if isinstance(v, str) else v for v in value]
+        return value
+    return {key: shown(key, value) for key, value in payload_of(event).items()}
+
+
 def summary_line(status: daemon_pb2.GetJobStatusResponse) -> str:
     done = sum(1 for u in status.units if u.status == "completed")
-    line = f"job {status.job_id} {status.status}"
+    line = f"job {visible(status.job_id)} {visible(status.status)}"
     duration = job_duration_ms(status)
     if duration is not None:
         line += f" in {format_duration_ms(duration)}"
     line += f": {done}/{len(status.units)} units completed"
     if status.error:
-        line += f"; {status.error}"
+        line += f"; {visible(status.error)}"
     return line
 
 

@@ -30,7 +30,8 @@ from rich.text import Text
 
 from choo.v1 import daemon_pb2
 
-from .client import format_duration_ms, payload_of
+from .client import call_timeout, format_duration_ms, payload_of
+from .paths import visible
 
 # Lines of a failed task's output kept on screen; the unit lines share it.
 TAIL_LINES = 8
@@ -211,26 +212,30 @@ def render(progress: JobProgress, now_ns: int) -> RenderableType:
     table.add_column("status", no_wrap=True)
     table.add_column("command", no_wrap=True, overflow="ellipsis", ratio=1)
     table.add_column("elapsed", justify="right", no_wrap=True)
+    # Text from the daemon goes in as Text, never as a str that rich would read
+    # as markup, and made visible, so that no escape sequence reaches the terminal.
     for line in progress.units.values():
         total = line.tasks_total or None
         table.add_row(
-            line.unit_id,
+            Text(visible(line.unit_id)),
             ProgressBar(total=total, completed=line.tasks_done, width=BAR_WIDTH,
                         pulse=total is None and line.status == "running", animation_time=0),
             f"{line.tasks_done}/{line.tasks_total}",
-            Text(line.status, style=_STATUS_STYLE.get(line.status, "")),
-            Text(line.command or line.note, style="dim" if line.note else ""),
+            Text(visible(line.status), style=_STATUS_STYLE.get(line.status, "")),
+            Text(visible(line.command or line.note), style="dim" if line.note else ""),
             _elapsed(line.started_ns, line.ended_ns, now_ns),
         )
 
     parts: list[RenderableType] = [table]
     for failure in progress.failures:
-        heading = Text(f"FAILED [{failure.unit_id}] task {failure.task}", style="bold red")
+        heading = Text(f"FAILED [{visible(failure.unit_id)}] task {visible(str(failure.task))}",
+                       style="bold red")
         if failure.title:
-            heading.append(f" {failure.title}")
-        heading.append(f": {failure.error}")
+            heading.append(f" {visible(failure.title)}")
+        heading.append(f": {visible(failure.error)}")
         parts.append(heading)
-        parts.extend(Text(f"    | {text}", style="dim", no_wrap=True, overflow="ellipsis")
+        parts.extend(Text(f"    | {visible(text)}", style="dim", no_wrap=True,
+                          overflow="ellipsis")
                      for text in failure.tail)
     parts.append(totals(progress, now_ns))
     return Group(*parts)
@@ -241,8 +246,8 @@ def totals(progress: JobProgress, now_ns: int) -> Text:
     done = sum(1 for u in units if u.status == "completed")
     tasks_done = sum(u.tasks_done for u in units)
     tasks_total = progress.tasks_total or sum(u.tasks_total for u in units)
-    text = Text(f"job {progress.job_id} ")
-    text.append(progress.status, style=_STATUS_STYLE.get(progress.status, ""))
+    text = Text(f"job {visible(progress.job_id)} ")
+    text.append(visible(progress.status), style=_STATUS_STYLE.get(progress.status, ""))
     text.append(f": {done}/{len(progress.units)} units completed, "
                 f"{tasks_done}/{tasks_total} tasks")
     failed = sum(1 for u in units if u.status == "failed")
@@ -278,7 +283,8 @@ class LiveView:
     def _status(self) -> daemon_pb2.GetJobStatusResponse | None:
         try:
             return self._stub.GetJobStatus(
-                daemon_pb2.GetJobStatusRequest(job_id=self.progress.job_id), timeout=10)
+                daemon_pb2.GetJobStatusRequest(job_id=self.progress.job_id),
+                timeout=call_timeout())
         except grpc.RpcError:
             return None  # the watch reports what is wrong
 

@@ -20,11 +20,33 @@ def expand(path: str | os.PathLike[str]) -> str:
 
 
 def socket_path_problem(path: str) -> str | None:
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        # gRPC takes the socket's address as UTF-8 text.
+        return (f"the socket path {visible(path, quoted=True)} is not valid UTF-8; gRPC cannot "
+                "use it (choose another --socket)")
     size = len(os.fsencode(path))
     if size <= MAX_SOCKET_PATH_BYTES:
         return None
     return (f"the socket path {path} is {size} bytes long; Unix socket paths can be at most "
             f"{MAX_SOCKET_PATH_BYTES} bytes (choose a shorter --socket)")
+
+
+def visible(text: str, *, quoted: bool = False) -> str:
+    """text for a terminal: what is not printable (control characters, escape
+    sequences, bytes that are not UTF-8) escaped as Python writes it, so that
+    it is shown and never obeyed."""
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else _escaped(c) for c in text)
+    return f"'{text}'" if quoted else text
+
+
+def _escaped(char: str) -> str:
+    code = ord(char)
+    if 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8, as os.fsdecode keeps it
+        return f"\\x{code - 0xDC00:02x}"
+    return repr(char)[1:-1]
 
 
 def probe_socket(path: str) -> str:
