@@ -10,7 +10,9 @@ One daemon per socket and per database. Each is guarded by an advisory lock
 file next to it (`PATH.lock`, holding the owner's pid): grpc unlinks whatever
 is at the path when it binds, so probing the socket alone would let two
 daemons starting at once steal it from each other, and a second daemon on the
-same database would fail the first one's running jobs when it opens it.
+same database would fail the first one's running jobs when it opens it. The
+database file itself is flock'ed as well, so that deleting its lock file does
+not let a second daemon in (files.DatabaseLock).
 """
 
 from __future__ import annotations
@@ -33,7 +35,16 @@ from choo.v1 import daemon_pb2
 
 from . import __version__
 from .call_guard import CallGuard
-from .files import Created, FileProblem, LockFile, remove_socket
+from .files import (
+    Created,
+    DatabaseLock,
+    FileProblem,
+    LockFile,
+    open_log,
+    remove_pid_file,
+    remove_socket,
+    write_pid_file,
+)
 from .job_store import DEFAULT_SUBSCRIPTION_HISTORY, JobStore
 from .jobs import StorageError
 from .limits import MAX_OPEN_WATCHES
@@ -61,6 +72,10 @@ STOP_GRACE_S = 2.0
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
+
+# Beside the default socket, as choo's own daemon keeps them.
+CHOO_PID_FILE = "daemon.pid"
+CHOO_LOG = "daemon.log"
 
 
 def configure_logging() -> None:
@@ -161,7 +176,7 @@ class _Daemon:
         previous = self._install_signal_handlers()
         created = Created()
         socket_lock = LockFile(self.socket_path + ".lock")
-        db_lock = LockFile(self.db_path + ".lock")
+        db_lock = DatabaseLock(self.db_path)
         try:
             try:
                 store, server, tracker, pool = self._start(created, socket_lock, db_lock)
@@ -171,6 +186,7 @@ class _Daemon:
                 socket_lock.release()
                 created.undo()
                 return 1
+            log_handler = self._open_choo_log()
             try:
                 await self._serve(server)
                 return 0
@@ -183,12 +199,13 @@ class _Daemon:
                 if problem:
                     log.warning("%s", problem)
                 log.info("daemon stopped")
+                self._close_choo_files(log_handler)
         finally:
             db_lock.release()
             socket_lock.release()
             self._restore_signal_handlers(previous)
 
-    def _start(self, created: Created, socket_lock: LockFile, db_lock: LockFile):
+    def _start(self, created: Created, socket_lock: LockFile, db_lock: DatabaseLock):
         """Everything up to serving; raises _StartFailed having undone what it did."""
         steps_done: list[Callable[[], None]] = []
         try:
@@ -206,7 +223,7 @@ class _Daemon:
             try:
                 holder = db_lock.acquire()
             except FileProblem as problem:
-                if problem.errno == errno.ELOOP:
+                if problem.errno in (errno.ELOOP, errno.EPERM, errno.EINVAL):
                     raise _StartFailed(f"cannot use the database {self.db_path}: "
                                        f"{problem}") from None
                 raise _StartFailed(
@@ -303,6 +320,7 @@ class _Daemon:
         self.shutdown.add_listener(lambda: self._call_soon(self._enter_graceful_shutdown))
         self.servicer.shutdown_done.add_listener(lambda: self._call_soon(self.stopped.set))
         await server.start()
+        self._write_choo_pid_file()
         log.info("choo-ref daemon %s (pid %d) serving on unix://%s (db %s)",
                  __version__, os.getpid(), self.socket_path, self.db_path)
         await self.stopped.wait()
@@ -312,6 +330,49 @@ class _Daemon:
         await server.stop(STOP_GRACE_S)
         for task in list(self._tasks):
             await task
+
+    # -- the files choo's own CLI looks for -------------------------------------------
+    # choo's CLI finds a running daemon by ~/.choo/daemon.pid and shows
+    # ~/.choo/daemon.log: a daemon on the default socket keeps both beside it.
+
+    def _choo_file(self, name: str) -> str | None:
+        if self.socket_path != expand(DEFAULT_SOCKET):
+            return None
+        return os.path.join(os.path.dirname(self.socket_path), name)
+
+    def _open_choo_log(self) -> logging.StreamHandler | None:
+        path = self._choo_file(CHOO_LOG)
+        if path is None:
+            return None
+        try:
+            handler = logging.StreamHandler(open_log(path))
+        except (OSError, FileProblem) as exc:
+            log.warning("cannot write the log to %s: %s", path, exc)
+            return None
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        logging.getLogger().addHandler(handler)
+        return handler
+
+    def _write_choo_pid_file(self) -> None:
+        path = self._choo_file(CHOO_PID_FILE)
+        if path is None:
+            return
+        try:
+            write_pid_file(path)
+        except OSError as exc:
+            log.warning("cannot write %s (choo's CLI will not find this daemon): %s",
+                        path, exc.strerror or exc)
+
+    def _close_choo_files(self, log_handler: logging.StreamHandler | None) -> None:
+        # After the socket is gone: a pid file removed first would let choo's
+        # CLI start a daemon whose new socket this one would then remove.
+        path = self._choo_file(CHOO_PID_FILE)
+        if path is not None:
+            remove_pid_file(path)
+        if log_handler is not None:
+            logging.getLogger().removeHandler(log_handler)
+            log_handler.close()
+            log_handler.stream.close()
 
     def _call_soon(self, callback: Callable[[], object]) -> None:
         try:
