@@ -235,6 +235,21 @@ Feature: A job's event stream: numbering, replay, live hand-over, durability
       When the daemon crashes and restarts on the same database
       Then a watch of job "job-17p" from sequence 1 returns those payloads byte for byte
 
+    @restarts_daemon @R6 @R7
+    Scenario: Jobs keep their statuses, times, errors and order across a restart
+      Given jobs set up through the control service, in this order:
+        | job    | status    | error        |
+        | job-r5 | completed |              |
+        | job-r4 | failed    | unit b broke |
+        | job-r3 | cancelled |              |
+        | job-r2 | running   |              |
+        | job-r1 | pending   |              |
+      And what GetJobStatus and ListJobs answer about them is noted
+      When the daemon crashes and restarts on the same database
+      Then GetJobStatus answers the same status, times and error as before for each job that had ended
+      And each job that had not ended is as it was, or has ended with a completed_at no earlier than its started_at
+      And ListJobs lists the jobs in the same order as before
+
     @restarts_daemon
     Scenario: A running job's history survives a restart
       Given a running job "job-17b" that has recorded 3 events

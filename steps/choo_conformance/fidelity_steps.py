@@ -12,7 +12,10 @@ import time
 import grpc
 from pytest_bdd import given, parsers, then, when
 
-from .contract import COMPLETED
+from choo.v1 import daemon_pb2
+
+from .contract import COMPLETED, RUNNING, TERMINAL
+from .daemon_target import timestamp_ns
 from .fixtures import EVENTUALLY
 from .wait import ASKS_THE_DAEMON, wait_until
 
@@ -201,3 +204,73 @@ def left_end_ok(world, count, first, last):
         assert status is not None and status.code == grpc.StatusCode.OK, f"{name}'s watch ended {status}"
         got = [e.sequence for e in watch.received()]
         assert got == list(range(first, last + 1)), f"{name} received {got[:10]}...{got[-5:]}"
+
+
+# -- jobs across a restart (R6, R7, W17) ---------------------------------------------------
+
+
+@given("jobs set up through the control service, in this order:")
+def jobs_set_up(target, world, datatable):
+    header, *rows = datatable
+    assert header == ["job", "status", "error"], header
+    world.marks["restart_jobs"] = names = []
+    for name, status, error in rows:
+        target.create_job(name, "pending" if status == "pending" else RUNNING)
+        if status in TERMINAL:
+            target.finish_job(name, status, error)
+        names.append(name)
+
+
+def _about(target, name: str) -> tuple:
+    response, status = target.call("GetJobStatus", daemon_pb2.GetJobStatusRequest(
+        job_id=target.job_id(name))).result(EVENTUALLY)
+    assert status is not None and status.code == grpc.StatusCode.OK, (
+        f"GetJobStatus of job {target.job_id(name)} answered {status}")
+    completed = timestamp_ns(response.completed_at) if response.HasField("completed_at") else None
+    return (response.status, timestamp_ns(response.started_at), completed, response.error)
+
+
+def _listed(target, names: list[str]) -> list[str]:
+    response, status = target.call("ListJobs", daemon_pb2.ListJobsRequest()).result(EVENTUALLY)
+    assert status is not None and status.code == grpc.StatusCode.OK, f"ListJobs answered {status}"
+    ids = {target.job_id(name): name for name in names}
+    return [ids[job.job_id] for job in response.jobs if job.job_id in ids]
+
+
+@given("what GetJobStatus and ListJobs answer about them is noted")
+def noted(target, world):
+    names = world.marks["restart_jobs"]
+    world.marks["before"] = {name: _about(target, name) for name in names}
+    world.marks["listed_before"] = _listed(target, names)
+
+
+@then("GetJobStatus answers the same status, times and error as before for each job that had ended")
+def ended_jobs_unchanged(target, world):
+    before = world.marks["before"]
+    changed = {name: (was, _about(target, name)) for name, was in before.items() if was[0] in TERMINAL}
+    changed = {name: pair for name, pair in changed.items() if pair[0] != pair[1]}
+    assert not changed, ("a restart changed ended jobs (status, started_at, completed_at, error): "
+                         + "; ".join(f"{name}: {was} -> {now}" for name, (was, now) in changed.items()))
+
+
+@then("each job that had not ended is as it was, or has ended with a completed_at no earlier than its "
+      "started_at")
+def unended_jobs_sane(target, world):
+    wrong = []
+    for name, was in world.marks["before"].items():
+        if was[0] in TERMINAL:
+            continue
+        now = _about(target, name)
+        if now[0] in TERMINAL:
+            if now[2] is None or now[2] < now[1]:
+                wrong.append(f"{name} is now {now[0]!r} with completed_at {now[2]} and started_at {now[1]}")
+        elif now != was:
+            wrong.append(f"{name} was {was}, is now {now}")
+    assert not wrong, "after the restart: " + "; ".join(wrong) + " (R6: a terminal job has a completed_at)"
+
+
+@then("ListJobs lists the jobs in the same order as before")
+def same_order(target, world):
+    before = world.marks["listed_before"]
+    after = _listed(target, world.marks["restart_jobs"])
+    assert after == before, f"ListJobs listed the jobs {before} before the restart and {after} after"

@@ -276,6 +276,16 @@ CATALOGUE = (
            "ones", ("R9",),
            (Edit(f"{R}.job_store:JobStore.active_count", "        return len(self._active)\n",
                  "        return sum(1 for st in list(self._active.values()) if st.job.status == 'running')\n"),)),
+    Mutant("restart-fails-without-completed-at", "a job that was running when the daemon died comes "
+           "back failed with no completed_at", ("R6",),
+           (Edit(f"{R}.sqlite_log:SqliteLog.fail_unfinished",
+                 "\"UPDATE jobs SET status='failed', error=?, completed_at_ns=?\"",
+                 "\"UPDATE jobs SET status='failed', error=?, completed_at_ns=0*?\""),),
+           tags="restarts_daemon"),
+    Mutant("restart-lists-by-id", "after a restart the jobs are read back in the order of their ids, "
+           "not of their creation", ("R7",),
+           (Edit(f"{R}.sqlite_log:SqliteLog.load", '" FROM jobs ORDER BY ord"', '" FROM jobs ORDER BY job_id"'),),
+           tags="restarts_daemon"),
     Mutant("attach-across-repositories", "StartJob attaches to a busy feature branch of another "
            "repository", ("R4",),
            (Edit(f"{R}.job_store:JobStore.find_active", "                and job.repo_path == repo_path\n",
