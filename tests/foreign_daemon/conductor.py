@@ -55,6 +55,7 @@ class Conductor:
         self.parallelism = parallelism or os.cpu_count() or 1
         self.stopping = False  # nothing new starts
         self.forced = False  # and what runs is killed
+        self._stop_asked = asyncio.Event()
         self._groups: set[int] = set()  # process groups of running commands
         self._failures: list[str] = []
         self.task: asyncio.Task | None = None
@@ -67,6 +68,7 @@ class Conductor:
 
     def stop(self, force: bool) -> None:
         self.stopping = True
+        self._stop_asked.set()
         if force:
             self.forced = True
             for group in list(self._groups):
@@ -149,6 +151,11 @@ class Conductor:
                         task = asyncio.get_running_loop().create_task(
                             self._run_unit(unit, states[unit.unit_id]))
                         running[task] = unit
+            if not running and waiting and self.parallelism == 0 and not self.stopping:
+                # --bug no-unit-starts: zero workers wait for work they never
+                # take, until the job is stopped.
+                await self._stop_asked.wait()
+                continue
             if not running:
                 break
             done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)

@@ -46,6 +46,21 @@ mistake, for the suite to catch:
                                    threads for its whole life: with 1000 open
                                    watches (scale.feature, tagged W15 and W16)
                                    the watchers past 128 get nothing.
+
+Defects upstream of many rules, which break what the scenarios set up
+(their Given steps), for the suite to report as one cause:
+
+  start-job-internal          R3   every StartJob that passes its checks
+                                   answers INTERNAL, as a daemon that cannot
+                                   create the job's worktree does.
+  no-unit-starts              R6   StartJob answers OK and the job reads
+                                   running, but no unit or command ever
+                                   starts: parallelism 0 is taken for zero
+                                   workers instead of one per CPU. A stop
+                                   still ends the job.
+  exits-during-stop           R5   the process exits (code 3, a last line on
+                                   stderr) on a StopJob for a job that
+                                   exists, as a crash in one handler would.
 """
 
 from __future__ import annotations
@@ -84,6 +99,10 @@ BUGS = {
     "replay-drops-payload": "W9",
     "drops-slow-watcher-events": "W15",
     "thread-per-watch": "W16",
+    # Upstream of many rules: the rule that fails on its own, the others blocked.
+    "start-job-internal": "R3",
+    "no-unit-starts": "R6",
+    "exits-during-stop": "R5",
 }
 
 # How long calls still being handled get once the daemon stops serving.

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -48,6 +49,7 @@ def _check_text(name: str, value: str, limit: int) -> None:
 class Daemon:
     def __init__(self, state: State, bugs: set[str]) -> None:
         self.state = state
+        self.bugs = bugs
         self.watcher = Watcher(state, bugs)
         self.runs: dict[str, Conductor] = {}
         # Set when the process should stop serving and exit.
@@ -98,6 +100,10 @@ class Daemon:
                               f"{quote(repo_path)} is being worked on by {busy.job_id} with a "
                               "different " + " and ".join(differences))
             return daemon_pb2.StartJobResponse(job_id=busy.job_id, status="attached")
+        if "start-job-internal" in self.bugs:
+            raise Refusal(grpc.StatusCode.INTERNAL,
+                          f"cannot create the job's worktree in {quote(repo_path)}: "
+                          "git worktree add exited with status 128")
 
         job = Job(job_id=self.state.new_job_id(), status="running", order=0, created_ns=now_ns(),
                   tasks_dir=tasks_dir, target_branch=request.target_branch,
@@ -108,6 +114,8 @@ class Daemon:
             raise Refusal(grpc.StatusCode.UNAVAILABLE,
                           f"cannot record the job: {exc.strerror or exc}") from None
         run = Conductor(self.state, job, request.parallelism)
+        if "no-unit-starts" in self.bugs:
+            run.parallelism = 0  # taken for zero workers, not one per CPU
         self.runs[job.job_id] = run
         run.start()
         log.info("job %s started: %s in %s", job.job_id, tasks_dir, repo_path)
@@ -124,6 +132,14 @@ class Daemon:
 
     async def StopJob(self, request, context):
         job = self.state.job(request.job_id)
+        if "exits-during-stop" in self.bugs:
+            # Its commands are killed first only so that the test runs leave
+            # no process behind; the runner sees the exit alone.
+            for run in self.runs.values():
+                run.stop(force=True)
+            sys.stderr.write(f"foreign: fatal: StopJob {job.job_id}: nil worker handle\n")
+            sys.stderr.flush()
+            os._exit(3)
         if job.finished:
             raise Refusal(grpc.StatusCode.FAILED_PRECONDITION, f"job already stopped: {job.status}")
         running = self._halt(job, request.force)
