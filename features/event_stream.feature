@@ -251,6 +251,10 @@ Feature: A job's event stream: numbering, replay, live hand-over, durability
       And ListJobs lists the jobs in the same order as before
 
     @restarts_daemon
+    Scenario: Every event a watcher received before a crash in the middle of a burst is there after it
+      Then 3 times over, the daemon killed while a job records events one at a time and a client watches it, every event the client had received is there after the restart, identical
+
+    @restarts_daemon
     Scenario: A running job's history survives a restart
       Given a running job "job-17b" that has recorded 3 events
       And a client has received the first 3 events of job "job-17b"

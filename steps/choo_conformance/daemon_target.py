@@ -107,6 +107,12 @@ class DaemonTarget:
     def unstall(self, watch: Watch) -> None:
         raise NotImplementedError
 
+    def kill_now(self) -> None:
+        """Stop the daemon as SIGKILL would, this instant, whatever the
+        scenario's other threads are sending it; restart() then starts it
+        again on its data."""
+        raise NotImplementedError
+
     def restart(self) -> list[str]:
         """Stop as a crash would and start again on the same data."""
         raise NotImplementedError

@@ -274,3 +274,70 @@ def same_order(target, world):
     before = world.marks["listed_before"]
     after = _listed(target, world.marks["restart_jobs"])
     assert after == before, f"ListJobs listed the jobs {before} before the restart and {after} after"
+
+
+# -- a crash in the middle of a burst (W17) ------------------------------------------------
+
+# How many events a round lets the client receive before the kill: enough
+# that recording is in full flow.
+EVENTS_BEFORE_THE_KILL = 150
+
+
+@then(parsers.parse("{rounds:d} times over, the daemon killed while a job records events one at a time and "
+                    "a client watches it, every event the client had received is there after the "
+                    "restart, identical"))
+def killed_mid_burst(target, world, rounds):
+    """W17: once a watcher has received an event it survives a crash. A
+    daemon that hands events to watchers before they are durable loses the
+    ones in flight when it is killed; the kill comes while events are being
+    recorded as fast as one caller can, each round a job of its own."""
+    for round_ in range(1, rounds + 1):
+        job = f"job-17k{round_}"
+        target.create_job(job, RUNNING)
+        watch = target.watch(job, 0)
+        stop = threading.Event()
+
+        def recording(job=job, stop=stop) -> None:
+            n = 0
+            while not stop.is_set():
+                n += 1
+                try:
+                    target.append_events(job, [("burst", "unit-k", f'{{"n": {n}, "note": "héllo"}}')])
+                except BaseException:  # the daemon is gone: what it acknowledged is what counts
+                    return
+
+        recorder = threading.Thread(target=recording, name=f"record-{job}")
+        recorder.start()
+        try:
+            assert watch.wait_for_events(EVENTS_BEFORE_THE_KILL, EVENTUALLY), (
+                f"round {round_}: the client received {len(watch.received())} events of a job "
+                f"recording as fast as it can")
+            seen = [_fields(e) for e in watch.received()]
+            target.kill_now()
+        finally:
+            stop.set()
+            recorder.join(EVENTUALLY)
+        problems = target.restart()
+        assert not problems, problems
+        after = {e.sequence: _fields(e) for e in _replay_at_least(target, job, len(seen))}
+        lost = [fields for fields in seen if after.get(fields[0]) != fields]
+        assert not lost, (
+            f"round {round_}: {len(lost)} of the {len(seen)} events the client had received before the "
+            f"kill are missing or different after the restart (the first: {lost[0][:4]}; after the "
+            f"restart it reads {after.get(lost[0][0], 'nothing')!r}): an event a watcher has received "
+            f"must already be durable (W17)")
+
+
+def _fields(event) -> tuple:
+    return (event.sequence, event.event_type, event.unit_id, event.payload_json,
+            timestamp_ns(event.timestamp))
+
+
+def _replay_at_least(target, job: str, count: int) -> list:
+    """A job's events from 1, up to `count` or its end: after a crash the job
+    may still be running (W17 leaves what becomes of it open)."""
+    watch = target.watch(job, 1)
+    watch.wait_for_events(count, EVENTUALLY)  # returns early if the watch ends
+    if not watch.is_over():
+        watch.cancel()
+    return watch.received()

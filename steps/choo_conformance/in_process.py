@@ -306,6 +306,9 @@ class InProcessDaemon(DaemonTarget):
         self._start()
         return True
 
+    def kill_now(self) -> None:
+        self.instance.crash()
+
     def restart(self) -> list[str]:
         self.server.probe.open_all_gates()
         self.instance.crash()

@@ -175,6 +175,10 @@ class RemoteDaemon(DaemonTarget):
         self._connect()
         return True
 
+    def kill_now(self) -> None:
+        assert self.process is not None, "this daemon was not started by the suite"
+        self.process.kill()
+
     def restart(self) -> list[str]:
         if self.process is None:
             return ["this daemon was not started by the suite, so it cannot be restarted"]

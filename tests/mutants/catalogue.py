@@ -286,6 +286,37 @@ CATALOGUE = (
            "not of their creation", ("R7",),
            (Edit(f"{R}.sqlite_log:SqliteLog.load", '" FROM jobs ORDER BY ord"', '" FROM jobs ORDER BY job_id"'),),
            tags="restarts_daemon"),
+    Mutant("publish-before-commit", "events reach watchers before they are committed: a crash "
+           "in the middle of a burst loses events a watcher already had", ("W17",),
+           (Edit(f"{R}.job_store:JobStore.record_many",
+                 '            self._log.append(job_id, events)\n'
+                 '            with st.lock:\n'
+                 '                st.window.extend(events)\n'
+                 '                st.window_bytes += size\n'
+                 '                st.last_seq = events[-1].sequence\n'
+                 '                if (len(st.window) >= 2 * self._event_window\n'
+                 '                        or st.window_bytes >= 2 * self._window_bytes):\n'
+                 '                    self._trim(st)\n'
+                 '                wakes = [f._wake for f in st.waiters if f._wake is not None]\n'
+                 '                st.waiters.clear()\n'
+                 '        _call_all(wakes)\n'
+                 '        return events\n',
+                 '            with st.lock:\n'
+                 '                st.window.extend(events)\n'
+                 '                st.window_bytes += size\n'
+                 '                st.last_seq = events[-1].sequence\n'
+                 '                if (len(st.window) >= 2 * self._event_window\n'
+                 '                        or st.window_bytes >= 2 * self._window_bytes):\n'
+                 '                    self._trim(st)\n'
+                 '                wakes = [f._wake for f in st.waiters if f._wake is not None]\n'
+                 '                st.waiters.clear()\n'
+                 '            _call_all(wakes)\n'
+                 "            __import__('time').sleep(0.002)  # a commit as slow as an fsync\n"
+                 '            self._log.append(job_id, events)\n'
+                 '        return events\n'),),
+           # In process a crash is the store's abandon(), which waits for the
+           # write in flight; only a killed process loses it.
+           paths=(DAEMON,), tags="restarts_daemon and not reference"),
     Mutant("attach-across-repositories", "StartJob attaches to a busy feature branch of another "
            "repository", ("R4",),
            (Edit(f"{R}.job_store:JobStore.find_active", "                and job.repo_path == repo_path\n",
