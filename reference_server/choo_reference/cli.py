@@ -88,7 +88,7 @@ def _run(args, stub) -> int:
         # Restored inside the try: from here a Ctrl-C names the job.
         signal.signal(signal.SIGINT, previous)
         verb = "attached to running job" if started.status == "attached" else "started job"
-        print(f"{verb} {job_id}: {tasks_dir} in {repo}", flush=True)
+        print(f"{verb} {job_id}: {visible(tasks_dir)} in {visible(repo)}", flush=True)
         if interrupts:
             raise KeyboardInterrupt
         with event_display(stub, started.job_id, sys.stdout, plain=args.plain, from_sequence=1,
