@@ -103,6 +103,15 @@ Feature: WatchJob, checked through DaemonService alone
       And the watch ends OK with sequences from 1 to the job's last, contiguous
       And replays from 2, from the middle and from the last sequence return exactly what the watch received from there, every field identical
 
+    Scenario: Units that run side by side still number the job's events 1, 2, 3, ... once each
+      Given a tasks folder "side by side" with 6 independent units of 15 steps that each print a line
+      When a client starts a job on "side by side" with parallelism 6 behind a gate
+      And a client watches that job from sequence 1
+      And the gate is released
+      Then the job ends "completed"
+      And the watch ends OK with sequences from 1 to the job's last, contiguous
+      And replays from 2, from the middle and from the last sequence return exactly what the watch received from there, every field identical
+
   @W10 @W12
   Rule: W10 from_sequence is inclusive
 

@@ -82,17 +82,18 @@ def _released(target, world, name: str) -> None:
 # -- Given ------------------------------------------------------------------
 
 
-@given(parsers.re(r'a tasks folder "(?P<name>[^"]+)" with (?P<units>one|\d+) units? of (?P<count>\d+) '
-                  r'steps that each (?P<kind>.+)$'))
-def folder_of_steps(world, tmp_path, name, units, count, kind):
-    """One unit, or a chain of them (each after the one before), of `count`
-    steps each; steps are numbered across the units."""
+@given(parsers.re(r'a tasks folder "(?P<name>[^"]+)" with (?P<units>one|\d+) (?P<independent>independent )?'
+                  r'units? of (?P<count>\d+) steps that each (?P<kind>.+)$'))
+def folder_of_steps(world, tmp_path, name, units, count, kind, independent=None):
+    """One unit, or a chain of them (each after the one before), or units
+    that need none of the others, of `count` steps each; steps are numbered
+    across the units."""
     units, count = 1 if units == "one" else int(units), int(count)
     rows = [["unit", "depends_on", "commands"]]
     for u in range(units):
         first = u * count + 1
         commands = "; ".join(STEP_KINDS[kind](n) for n in range(first, first + count))
-        rows.append([f"part-{u + 1}", f"part-{u}" if u else "", commands])
+        rows.append([f"part-{u + 1}", f"part-{u}" if u and not independent else "", commands])
     world.marks["steps"] = units * count
     tasks_folder(world, tmp_path, name, rows)
 
@@ -112,8 +113,9 @@ def finished_job_watched(target, world, tmp_path, folder):
 # -- When -------------------------------------------------------------------
 
 
-@when(parsers.parse('a client starts a job on "{folder}" behind a gate'))
-def start_behind_gate(target, world, tmp_path, folder):
+@when(parsers.re(r'a client starts a job on "(?P<folder>[^"]+)"(?: with parallelism (?P<parallelism>\d+))? '
+                 r'behind a gate$'))
+def start_behind_gate(target, world, tmp_path, folder, parallelism=None):
     """The folder's units wait for a first unit that holds until released."""
     _jobs(world, tmp_path)
     source = tmp_path / "tasks" / folder
@@ -128,7 +130,7 @@ def start_behind_gate(target, world, tmp_path, folder):
             if entry.name == "IMPLEMENTATION_PLAN.md":
                 text = text.replace("depends_on: []", "depends_on: [gate]")
             (copy / entry.name).write_text(text)
-    _start(target, world, tmp_path, f"{folder}-gated")
+    _start(target, world, tmp_path, f"{folder}-gated", parallelism=int(parallelism or 0))
     _last_job(world)  # blocked, not failed, if StartJob refused it
 
 
