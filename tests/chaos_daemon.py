@@ -3,7 +3,7 @@ cap on the database's size makes a full disk on demand; reads of the
 database fail as on a failing disk (EIO) while a given file exists.
 
 usage: chaos_daemon.py --socket PATH --db PATH [--conformance-control] [--db-max-bytes N]
-                       [--fail-reads-while PATH] [--max-watches N]
+                       [--fail-reads-while PATH]
 """
 
 from __future__ import annotations
@@ -50,13 +50,11 @@ def main() -> int:
     parser.add_argument("--conformance-control", action="store_true")
     parser.add_argument("--db-max-bytes", type=int, default=None)
     parser.add_argument("--fail-reads-while", default=None)
-    parser.add_argument("--max-watches", type=int, default=None)
     args = parser.parse_args()
     if args.fail_reads_while:
         fail_reads_while(args.fail_reads_while)
-    options = {} if args.max_watches is None else {"max_watches": args.max_watches}
     return serve(args.socket, args.db, conformance_control=args.conformance_control,
-                 db_max_bytes=args.db_max_bytes, **options)
+                 db_max_bytes=args.db_max_bytes)
 
 
 if __name__ == "__main__":

@@ -51,9 +51,17 @@ def error_line(result: subprocess.CompletedProcess) -> str:
      "argument --command-timeout: not a number of seconds: 'abc'"),
     (["daemon", "--command-timeout", "nan"],
      "argument --command-timeout: not a number of seconds: 'nan'"),
+    (["daemon", "--max-watches", "0"], "argument --max-watches: must be 1 or more, got 0"),
+    (["daemon", "--max-watches", "x"], "argument --max-watches: not a whole number: 'x'"),
 ])
 def test_bad_arguments_get_one_clear_line(args, expected):
     assert expected in error_line(choo_ref(*args))
+
+
+def test_the_daemon_help_names_the_cap_on_open_watches_and_its_default():
+    result = choo_ref("daemon", "--help")
+    assert result.returncode == 0, result
+    assert "--max-watches N" in result.stdout and "default: 4096" in result.stdout, result.stdout
 
 
 def test_a_socket_path_too_long_for_unix_sockets_is_refused_and_nothing_is_created():

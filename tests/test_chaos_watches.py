@@ -1,5 +1,5 @@
 """Chaos: many clients that open watches and read slowly. Open watches are
-capped (a daemon option, 4096 by default): one past the cap is
+capped (`choo-ref daemon --max-watches N`, 4096 by default): one past the cap is
 RESOURCE_EXHAUSTED (R10) and holds nothing; a released watch makes room
 (docs/OPERATIONS.md, "Limits")."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from chaos_support import CHAOS_DAEMON, DEADLINE_S, code_of, log_of, start_daemon, stubs
+from chaos_support import DEADLINE_S, code_of, log_of, start_daemon, stubs
 from test_daemon_process import wait_until
 
 from choo.conformance.v1 import control_pb2
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_a_watch_past_the_cap_is_resource_exhausted_and_a_released_one_makes_room():
-    daemon = start_daemon("--conformance-control", "--max-watches", "2", command=CHAOS_DAEMON)
+    daemon = start_daemon("--conformance-control", "--max-watches", "2")
     try:
         with grpc.insecure_channel(daemon.address) as channel:
             stub, control = stubs(channel)

@@ -23,6 +23,7 @@ import math  # noqa: E402
 from typing import Any  # noqa: E402
 
 from . import __version__  # noqa: E402
+from .limits import MAX_OPEN_WATCHES  # noqa: E402
 from .paths import DEFAULT_DB, DEFAULT_SOCKET, visible  # noqa: E402
 
 if _SIGINT_BEFORE is signal.default_int_handler:
@@ -37,7 +38,7 @@ def _daemon(args: argparse.Namespace) -> int:
     from .daemon import serve
 
     return serve(args.socket, args.db, command_timeout_s=args.command_timeout,
-                 conformance_control=args.conformance_control)
+                 conformance_control=args.conformance_control, max_watches=args.max_watches)
 
 
 # -- client commands: each gets (args, stub) and returns an exit code --------------
@@ -248,6 +249,16 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -304,6 +315,10 @@ def build_parser() -> argparse.ArgumentParser:
     daemon.add_argument("--command-timeout", type=_positive_float, default=600.0,
                         metavar="SECONDS",
                         help="kill a backpressure command after this long (default: 600)")
+    daemon.add_argument("--max-watches", type=_positive_int, default=MAX_OPEN_WATCHES,
+                        metavar="N",
+                        help="WatchJob streams open at once; one more is RESOURCE_EXHAUSTED "
+                        "(default: %(default)s)")
     daemon.add_argument("--conformance-control", action="store_true",
                         help="also serve choo.conformance.v1.ConformanceControl")
     daemon.set_defaults(run=_daemon)
