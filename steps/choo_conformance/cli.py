@@ -86,6 +86,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop the whole run after S seconds; what did not run is 'not run' "
         "(default %(default)g)")
     parser.add_argument(
+        "--explore", type=_positive, metavar="SECONDS",
+        help="instead of the feature files: drive the daemon --server-cmd starts (with its control "
+        "service) through random sequences of operations for SECONDS, check every answer against a "
+        "model of the contract, and print a failure, shrunk, as a Gherkin scenario naming the rule "
+        "it breaks. Exit code 0 nothing found (no verdict on any rule), 1 a counterexample, 2 it "
+        "could not run")
+    parser.add_argument(
+        "--explore-shrink", type=_positive, metavar="SECONDS",
+        help="with --explore: how long shrinking a counterexample may take once found (default: "
+        "as long as --explore)")
+    parser.add_argument(
+        "--seed", type=int, metavar="N",
+        help="with --explore: the seed of its random choices (default: a random one, printed)")
+    parser.add_argument(
         "--report", default="conformance-report", metavar="DIR", type=Path,
         help="where summary.md, junit.xml and results.json go (default: %(default)s)")
     return parser
@@ -97,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.server_env and not args.server_cmd:
         parser.error("--server-env is the environment of the daemon --server-cmd starts: "
                      "give --server-cmd too")
+    if args.explore is not None or args.seed is not None or args.explore_shrink is not None:
+        return _explore(parser, args)
     rules = [r.strip() for r in args.rules.split(",") if r.strip()] if args.rules else None
     options = runner.Options(
         report=args.report, server_cmd=args.server_cmd, target=args.target,
@@ -107,6 +123,19 @@ def main(argv: list[str] | None = None) -> int:
         argv=list(sys.argv[1:] if argv is None else argv),
         repo_origin=args.repo_origin, server_env=dict(args.server_env))
     return runner.run(options)
+
+
+def _explore(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    if args.explore is None:
+        parser.error("--seed and --explore-shrink go with --explore: give --explore SECONDS too")
+    if not args.server_cmd:
+        parser.error("--explore needs --server-cmd: it kills and restarts the daemon, and drives "
+                     "it through its control service")
+    from . import explorer  # imports Hypothesis, which only the explorer needs
+
+    return explorer.explore(args.server_cmd, args.explore, args.seed,
+                            environment.Settings(server_env=dict(args.server_env)).daemon_env(),
+                            shrink_seconds=args.explore_shrink)
 
 
 if __name__ == "__main__":

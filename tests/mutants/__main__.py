@@ -1,6 +1,7 @@
 """make mutants: every mutant of the catalogue, on each of its paths.
 
     python -m tests.mutants [--only NAME,...] [--path in-process|daemon] [--repeat N]
+    python -m tests.mutants --explore SECONDS [--only NAME,...] [--seed N]   (explore.py)
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from .catalogue import BY_NAME, CATALOGUE, PATHS
+from .explore import DEFAULT_SEED, explore_all
 from .harness import run_all
 
 
@@ -23,8 +25,13 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=1, help="runs of each, for catch rates")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--report", type=Path, default=None)
+    parser.add_argument("--explore", type=float, metavar="SECONDS",
+                        help="instead: the explorer alone against each daemon mutant, this long each")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="the explorer's seed")
     args = parser.parse_args()
     mutants = [BY_NAME[n] for n in args.only.split(",")] if args.only else list(CATALOGUE)
+    if args.explore:
+        return explore_all(mutants, args.explore, args.seed, args.workers)
     paths = (args.path,) if args.path else PATHS
     report = args.report or Path(tempfile.mkdtemp(prefix="mutants-"))
     started = time.monotonic()
