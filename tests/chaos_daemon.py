@@ -1,15 +1,17 @@
 """`choo-ref daemon` with options only serve() has, for the chaos tests: a
 cap on the database's size makes a full disk on demand; reads of the
-database fail as on a failing disk (EIO) while a given file exists.
+database fail as on a failing disk (EIO) while a given file exists; a low
+limit on open files makes them run out on demand.
 
 usage: chaos_daemon.py --socket PATH --db PATH [--conformance-control] [--db-max-bytes N]
-                       [--fail-reads-while PATH]
+                       [--fail-reads-while PATH] [--max-open-files N]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import sqlite3
 import sys
 
@@ -50,7 +52,10 @@ def main() -> int:
     parser.add_argument("--conformance-control", action="store_true")
     parser.add_argument("--db-max-bytes", type=int, default=None)
     parser.add_argument("--fail-reads-while", default=None)
+    parser.add_argument("--max-open-files", type=int, default=None)
     args = parser.parse_args()
+    if args.max_open_files is not None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (args.max_open_files, args.max_open_files))
     if args.fail_reads_while:
         fail_reads_while(args.fail_reads_while)
     return serve(args.socket, args.db, conformance_control=args.conformance_control,

@@ -7,6 +7,7 @@ writes a line), so nothing here sleeps to wait for something to happen.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pathlib
@@ -486,6 +487,55 @@ def test_command_that_cannot_start_fails_its_task_clearly(tmp_path, runs, kind):
     ]
     assert run.status == "failed"
     assert error in run.error
+
+
+class ShortOfFiles:
+    """CommandProcesses whose first `failures` spawns fail as when the daemon
+    has run out of open files (EMFILE); -1: every one fails."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.tried = threading.Event()
+
+    def spawn(self, start):
+        self.tried.set()
+        if self.failures:
+            self.failures -= 1
+            raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+        return start(dict(os.environ))
+
+    def ended(self, proc) -> None:
+        pass
+
+    def kill_strays(self) -> int:
+        return 0
+
+
+def test_a_command_that_cannot_start_for_want_of_open_files_starts_once_it_can(tmp_path, runs):
+    plan = write_plan(tmp_path / "tasks", {"a": ([], [(1, "echo ran")])})
+    run, rec, done = runs(plan, tmp_path, processes=ShortOfFiles(3))
+    finish(run, rec, done)
+    assert run.status == "completed", run.error
+    assert rec.payloads("task.validation.ok")[0]["output_tail"] == "ran\n"
+
+
+def test_a_shortage_of_open_files_that_lasts_fails_the_task_clearly(tmp_path, runs):
+    plan = write_plan(tmp_path / "tasks", {"a": ([], [(1, "true")])})
+    run, rec, done = runs(plan, tmp_path, processes=ShortOfFiles(-1), resource_wait_s=0.2)
+    finish(run, rec, done)
+    assert run.status == "failed"
+    error = rec.payloads("task.failed")[0]["error"]
+    assert "short of resources (Too many open files)" in error, error
+
+
+def test_a_forced_stop_ends_the_wait_for_open_files(tmp_path, runs):
+    plan = write_plan(tmp_path / "tasks", {"a": ([], [(1, "true")])})
+    short = ShortOfFiles(-1)
+    run, rec, done = runs(plan, tmp_path, processes=short, resource_wait_s=3600)
+    assert short.tried.wait(DEADLINE_S)
+    run.stop(force=True)
+    finish(run, rec, done)
+    assert run.status == "cancelled"
 
 
 def test_output_tail_is_bounded(tmp_path, runs):

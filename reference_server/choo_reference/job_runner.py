@@ -27,6 +27,8 @@ the run ends.
 from __future__ import annotations
 
 import dataclasses
+import errno
+import functools
 import logging
 import os
 import selectors
@@ -51,6 +53,15 @@ OUTPUT_TAIL_BYTES = 4096
 _OUTPUT_DRAIN_S = 1.0
 
 KILLED_BY_STOP = "killed: the job was force-stopped"
+
+# A command that cannot start because the daemon is short of something of its
+# own (open files, its own or the system's; processes; memory) is not the
+# command's fault: it is tried again, backing off, for up to
+# RESOURCE_WAIT_S before its task fails.
+RESOURCE_SHORTAGES = frozenset({errno.EMFILE, errno.ENFILE, errno.EAGAIN, errno.ENOMEM})
+RESOURCE_WAIT_S = 60.0
+_FIRST_RETRY_S = 0.05
+_LAST_RETRY_S = 1.0
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +110,7 @@ class JobRun:
         on_done: Callable[[str, str], None],
         command_timeout_s: float | None = 600.0,
         processes: CommandProcesses | None = None,
+        resource_wait_s: float = RESOURCE_WAIT_S,
     ) -> None:
         if parallelism < 0:
             raise ValueError(f"parallelism must be >= 0, got {parallelism}")
@@ -110,6 +122,7 @@ class JobRun:
         self.parallelism = min(parallelism or os.cpu_count() or 1, MAX_PARALLELISM)
         self.command_timeout_s = command_timeout_s
         self._processes = processes
+        self.resource_wait_s = resource_wait_s
         self.status = PENDING  # RUNNING once started, then the final status
         self.error = ""
 
@@ -516,24 +529,16 @@ class JobRun:
                 start_new_session=True,  # own process group: killable as a whole
             )
 
-        try:
-            proc = start() if self._processes is None else self._processes.spawn(start)
-        except OSError as exc:
-            return _CommandResult(
-                "not_started", None, _ms_since(started), "",
-                f"cannot run backpressure command in {self.repo_path!r}: "
-                f"{exc.strerror or exc}",
-            )
-        except Exception as exc:  # it could not be tracked, so it was not run
-            return _CommandResult("not_started", None, _ms_since(started), "",
-                                  f"cannot run backpressure command: {exc}")
+        started_command = self._start_command(unit_id, task, start)
+        if isinstance(started_command, _CommandResult):
+            return started_command
+        proc, selector, wake_r, wake_w = started_command
 
         assert proc.stdout is not None
         tail = bytearray()
-        wake_r, wake_w = os.pipe()
         reader = threading.Thread(
             target=_read_tail,
-            args=(proc.stdout.fileno(), wake_r, tail),
+            args=(selector, proc.stdout.fileno(), wake_r, tail),
             name=f"choo-output-{unit_id}-{task.number}",
             daemon=True,
         )
@@ -567,6 +572,7 @@ class JobRun:
                     os.write(wake_w, b"\0")
                     reader.join()
             proc.stdout.close()
+            selector.close()
             os.close(wake_r)
             os.close(wake_w)
 
@@ -586,6 +592,54 @@ class JobRun:
         else:
             error = f"backpressure command exited with code {returncode}"
         return _CommandResult("failed", returncode, duration_ms, output, error)
+
+    def _start_command(self, unit_id: str, task: Task,
+                       start: Callable[..., subprocess.Popen[bytes]]):
+        """(proc, selector, wake_r, wake_w): the command started, with what
+        reading its output needs, all opened before it starts so that no
+        shortage of open files can strike once it runs. Or the result of a
+        command that was not started."""
+        began = time.monotonic()
+        delay = _FIRST_RETRY_S
+        while True:
+            opened: list[Callable[[], None]] = []
+            try:
+                selector = selectors.DefaultSelector()
+                opened.append(selector.close)
+                wake_r, wake_w = os.pipe()
+                opened += [functools.partial(os.close, wake_r), functools.partial(os.close, wake_w)]
+                proc = start() if self._processes is None else self._processes.spawn(start)
+                return proc, selector, wake_r, wake_w
+            except OSError as exc:
+                for close in reversed(opened):
+                    close()
+                reason = exc.strerror or str(exc)
+                if exc.errno not in RESOURCE_SHORTAGES:
+                    return _CommandResult(
+                        "not_started", None, _ms_since(began), "",
+                        f"cannot run backpressure command in {self.repo_path!r}: {reason}")
+                waited = time.monotonic() - began
+                if waited >= self.resource_wait_s:
+                    return _CommandResult(
+                        "not_started", None, _ms_since(began), "",
+                        f"cannot run backpressure command: the daemon is short of resources "
+                        f"({reason}) and waited {waited:.0f} s for them")
+                if delay == _FIRST_RETRY_S:
+                    log.warning("unit %s, task %d: cannot start its command yet (%s); trying "
+                                "again for up to %g s", unit_id, task.number, reason,
+                                self.resource_wait_s)
+            except Exception as exc:  # it could not be tracked, so it was not run
+                for close in reversed(opened):
+                    close()
+                return _CommandResult("not_started", None, _ms_since(began), "",
+                                      f"cannot run backpressure command: {exc}")
+            with self._cond:
+                # A forced stop ends the wait at once; it notifies the condition.
+                if not self._force:
+                    self._cond.wait(delay)
+                if self._force:
+                    return _CommandResult("killed", None, _ms_since(began), "", KILLED_BY_STOP)
+            delay = min(delay * 2, _LAST_RETRY_S)
 
     # -- recording ------------------------------------------------------------
 
@@ -609,25 +663,25 @@ class JobRun:
             raise failure
 
 
-def _read_tail(fd: int, wake_fd: int, tail: bytearray) -> None:
+def _read_tail(selector: selectors.BaseSelector, fd: int, wake_fd: int,
+               tail: bytearray) -> None:
     """Read fd to EOF (or until wake_fd is written), keeping only the last
-    OUTPUT_TAIL_BYTES in tail."""
-    with selectors.DefaultSelector() as selector:
-        selector.register(fd, selectors.EVENT_READ)
-        selector.register(wake_fd, selectors.EVENT_READ)
-        while True:
-            for key, _ in selector.select():
-                if key.fd == wake_fd:
-                    return
-                try:
-                    chunk = os.read(fd, 65536)
-                except OSError:
-                    return
-                if not chunk:
-                    return
-                tail += chunk
-                if len(tail) > OUTPUT_TAIL_BYTES:
-                    del tail[: len(tail) - OUTPUT_TAIL_BYTES]
+    OUTPUT_TAIL_BYTES in tail. The caller closes the selector."""
+    selector.register(fd, selectors.EVENT_READ)
+    selector.register(wake_fd, selectors.EVENT_READ)
+    while True:
+        for key, _ in selector.select():
+            if key.fd == wake_fd:
+                return
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:
+                return
+            if not chunk:
+                return
+            tail += chunk
+            if len(tail) > OUTPUT_TAIL_BYTES:
+                del tail[: len(tail) - OUTPUT_TAIL_BYTES]
 
 
 def _decode_tail(tail: bytearray) -> str:

@@ -4,6 +4,7 @@ written against (the role of the seed's Go JobManager)."""
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -79,6 +80,16 @@ class StorageError(Exception):
     def __init__(self, message: str, *, full: bool = False) -> None:
         super().__init__(message)
         self.full = full
+
+
+# OSError numbers that say the daemon itself is short of something for now
+# (open files, its own or the system's; memory), not that a request is wrong.
+SHORTAGE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+
+
+class ResourceShortage(Exception):
+    """The daemon ran out of a resource of its own (open files, memory) while
+    serving a request: RESOURCE_EXHAUSTED, worth trying again later."""
 
 
 class JobNotFound(LookupError):

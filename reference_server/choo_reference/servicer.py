@@ -19,7 +19,17 @@ from choo.v1 import daemon_pb2, daemon_pb2_grpc
 from . import __version__
 from .async_watch import LoopWaker, watch_job_async
 from .convert import set_time
-from .jobs import STATUSES, Job, JobManager, JobNotFound, StorageError, is_terminal, shorten
+from .jobs import (
+    SHORTAGE_ERRNOS,
+    STATUSES,
+    Job,
+    JobManager,
+    JobNotFound,
+    ResourceShortage,
+    StorageError,
+    is_terminal,
+    shorten,
+)
 from .limits import (
     MAX_BRANCH_BYTES,
     MAX_OPEN_WATCHES,
@@ -52,7 +62,8 @@ class _Abort(Exception):
 def _rpc(method):
     """Turns the job manager's errors into the statuses of the contract:
     unknown job NOT_FOUND; unreadable input INVALID_ARGUMENT; a request that
-    contradicts a job's state FAILED_PRECONDITION."""
+    contradicts a job's state FAILED_PRECONDITION; the daemon short of open
+    files or memory RESOURCE_EXHAUSTED."""
 
     @functools.wraps(method)
     def handler(self, request, context):
@@ -75,6 +86,16 @@ def _rpc(method):
             code, details = storage_code(error), str(error)
         except CallGone as error:
             code, details = grpc.StatusCode.DEADLINE_EXCEEDED, str(error)
+        except ResourceShortage as error:
+            code, details = grpc.StatusCode.RESOURCE_EXHAUSTED, str(error)
+        except OSError as error:
+            # Out of open files or memory anywhere on the way: the daemon's
+            # trouble, not the request's.
+            if error.errno not in SHORTAGE_ERRNOS:
+                raise
+            code, details = (grpc.StatusCode.RESOURCE_EXHAUSTED,
+                             f"the daemon is short of resources: {error.strerror or error} "
+                             "(try again later)")
         context.abort(code, status_details(details))
 
     return handler

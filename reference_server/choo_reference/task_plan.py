@@ -10,7 +10,9 @@ Layout::
 
 Hidden entries and files that are not unit material (non-.md files, .md files
 not named NN-name.md) are ignored. Anything malformed raises PlanError, whose
-message names the offending file and says what is wrong with it.
+message names the offending file and says what is wrong with it. A file
+that cannot be read because the daemon has run out of open files (or
+memory) is no fault of the tasks: that raises jobs.ResourceShortage.
 
 Only regular files are read, each at most limits.MAX_FILE_BYTES, and never
 with a call that can block: a FIFO, a device or /dev/zero behind a link is
@@ -30,7 +32,7 @@ from typing import Any, TypeVar
 import yaml
 from frontmatter.default_handlers import YAMLHandler
 
-from .jobs import shorten
+from .jobs import SHORTAGE_ERRNOS, ResourceShortage, shorten
 from .limits import (
     MAX_COMMAND_BYTES,
     MAX_FILE_BYTES,
@@ -148,7 +150,7 @@ def _unit_dirs(root: str) -> list[str]:
     except NotADirectoryError:
         raise PlanError(root, "tasks_dir is not a directory") from None
     except OSError as exc:
-        raise PlanError(root, f"cannot read tasks_dir: {_os_reason(exc)}") from None
+        raise _read_error(root, "cannot read tasks_dir", exc) from None
     dirs = []
     for entry in entries:
         if entry.name.startswith("."):
@@ -184,7 +186,7 @@ def _load_unit(unit_dir: str) -> Unit:
     try:
         names = sorted(os.listdir(unit_dir))
     except OSError as exc:
-        raise PlanError(unit_dir, f"cannot read unit folder: {_os_reason(exc)}") from None
+        raise _read_error(unit_dir, "cannot read unit folder", exc) from None
     if PLAN_FILE not in names:
         raise PlanError(unit_dir, f"unit folder has no {PLAN_FILE}")
 
@@ -313,7 +315,7 @@ def read_limited(path: str) -> bytes:
             raise PlanError(path, _not_regular(mode))
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
-        raise PlanError(path, f"cannot read: {_os_reason(exc)}") from None
+        raise _read_error(path, "cannot read", exc) from None
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
@@ -326,7 +328,7 @@ def read_limited(path: str) -> bytes:
             chunks.append(chunk)
             size += len(chunk)
     except OSError as exc:
-        raise PlanError(path, f"cannot read: {_os_reason(exc)}") from None
+        raise _read_error(path, "cannot read", exc) from None
     finally:
         os.close(fd)
     if size > MAX_FILE_BYTES:
@@ -447,6 +449,13 @@ def _toposort(
     first = min(range(len(cycle)), key=lambda i: index[cycle[i]])
     cycle = cycle[first:] + cycle[:first]
     return [], cycle + [cycle[0]]
+
+
+def _read_error(path: str, what: str, exc: OSError) -> Exception:
+    if exc.errno in SHORTAGE_ERRNOS:
+        return ResourceShortage(f"the daemon cannot read the tasks at {path} now: "
+                                f"{_os_reason(exc)} (try again later)")
+    return PlanError(path, f"{what}: {_os_reason(exc)}")
 
 
 def _os_reason(exc: OSError) -> str:
