@@ -201,6 +201,17 @@ Feature: A job's event stream: numbering, replay, live hand-over, durability
       And the job "job-15m" records 15000 more events of 1000 bytes in batches of 500
       Then the daemon's memory has grown by less than what recording them costs, plus half of what keeping those events for each stalled client would take
 
+    @volume @daemon_process
+    Scenario: Watchers that start far behind read their backlog a page at a time, not all at once
+      Given a running job "job-15b" that has recorded 15000 events of 1000 bytes in batches of 500
+      When the job "job-15b" records 15000 more events of 1000 bytes in batches of 500
+      And the daemon's memory is measured
+      And the job "job-15b" records 15000 more events of 1000 bytes in batches of 500
+      And the daemon's memory growth is noted as what recording them costs
+      And the daemon's memory is measured
+      And 10 clients watch job "job-15b" from sequence 1 and stop reading
+      Then the daemon's memory has grown by less than what recording them costs, plus half of what keeping those events for each stalled client would take
+
   @W16
   Rule: W16 Many watchers see the identical sequence
 

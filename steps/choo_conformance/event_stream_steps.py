@@ -501,12 +501,12 @@ def memory_grew_less_than(target, world):
     backlogs_kb = stalled * events * size / 1024
     margin_kb = backlogs_kb / 2
     assert grown_kb < cost_kb + margin_kb, (
-        f"recording {events} events of {size} bytes grew the daemon's resident memory by "
-        f"{grown_kb / 1024:.1f} MB while {stalled} watchers were stalled, against "
-        f"{cost_kb / 1024:.1f} MB for as many events with none: the {stalled} stalled watchers "
-        f"added {(grown_kb - cost_kb) / 1024:.1f} MB, more than half of the "
-        f"{backlogs_kb / 1024:.1f} MB that a copy of the backlog per watcher takes (W15: a "
-        f"watcher's backlog must be read from the job's log, not kept per watcher)")
+        f"the daemon's resident memory grew by {grown_kb / 1024:.1f} MB with {stalled} watchers "
+        f"stalled behind, against {cost_kb / 1024:.1f} MB for recording {events} events of {size} "
+        f"bytes with none: the stalled watchers added {(grown_kb - cost_kb) / 1024:.1f} MB, more "
+        f"than half of the {backlogs_kb / 1024:.1f} MB that a copy of such a backlog per watcher "
+        f"takes (W15: a watcher's backlog is read from the job's log a page at a time, not kept "
+        f"per watcher)")
 
 
 @when(parsers.parse('the job "{job_id}" completes'))

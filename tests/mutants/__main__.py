@@ -1,6 +1,7 @@
 """make mutants: every mutant of the catalogue, on each of its paths.
 
     python -m tests.mutants [--only NAME,...] [--path in-process|daemon] [--repeat N]
+    python -m tests.mutants --matrix FILE   (every mutant on every path, a Markdown table)
     python -m tests.mutants --explore SECONDS [--only NAME,...] [--seed N]   (explore.py)
 """
 
@@ -28,6 +29,9 @@ def main() -> int:
     parser.add_argument("--explore", type=float, metavar="SECONDS",
                         help="instead: the explorer alone against each daemon mutant, this long each")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="the explorer's seed")
+    parser.add_argument("--matrix", type=Path, metavar="FILE",
+                        help="instead: every mutant on every path, whatever paths it names; "
+                        "writes the table of what each path sees to FILE")
     args = parser.parse_args()
     mutants = [BY_NAME[n] for n in args.only.split(",")] if args.only else list(CATALOGUE)
     if args.explore:
@@ -49,6 +53,11 @@ def main() -> int:
         if not outcome.as_expected and outcome.detail:
             print("           " + outcome.detail.replace("\n", "\n           ")[-1500:], flush=True)
 
+    if args.matrix:
+        outcomes = run_all(mutants, paths, report / "matrix", args.workers, show, every_path=True)
+        write_matrix(args.matrix, mutants, outcomes)
+        print(f"matrix: {args.matrix}")
+        return 0
     for attempt in range(args.repeat):
         run_all(mutants, paths, report / f"run-{attempt + 1}", args.workers, show)
     survivors = {key: runs for key, runs in tally.items() if not all(runs)}
@@ -65,6 +74,24 @@ def main() -> int:
         return 1
     print("every mutant was caught and every correct variant passed")
     return 0
+
+
+def write_matrix(path: Path, mutants, outcomes) -> None:
+    cells = {(o.mutant, o.path): o for o in outcomes}
+
+    def cell(mutant, where: str) -> str:
+        outcome = cells.get((mutant.name, where))
+        if outcome is None:
+            return "-"
+        word = {"killed": "caught", "passed": "passes (correct)", "survived": "**not caught**",
+                "failed a correct variant": "**failed (correct)**"}.get(outcome.verdict, outcome.verdict)
+        return word + ("" if where in mutant.paths or outcome.verdict != "killed" else " (not in make mutants)")
+
+    lines = ["| mutant | must fail | " + " | ".join(PATHS) + " |", "|---|---|" + "---|" * len(PATHS)]
+    for mutant in mutants:
+        lines.append(f"| `{mutant.name}` | {', '.join(mutant.rules)} | "
+                     + " | ".join(cell(mutant, where) for where in PATHS) + " |")
+    path.write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

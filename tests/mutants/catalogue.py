@@ -192,6 +192,11 @@ CATALOGUE = (
                  "                    del q[:len(batch)]\n"
                  "                return batch\n")),
            paths=(DAEMON,), tags="daemon_process"),
+    Mutant("backlog-read-whole", "a watcher behind the memory window reads its whole backlog in "
+           "one go instead of a page at a time", ("W15",),
+           (Edit(f"{R}.job_store:_Feed.read", "            stop = min(cursor + limit, base)\n",
+                 "            stop = base\n"),),
+           paths=(DAEMON,), tags="daemon_process"),
     Mutant("recorder-blocks-when-full", "recording waits while a watcher's buffer of 1,024 is full",
            ("W15",),
            (Edit(f"{R}.job_store:JobStore.record_many", "            first = st.last_seq + 1\n",

@@ -75,6 +75,10 @@ def run_one(mutant: Mutant, path: str, report_dir: Path) -> Outcome:
                        failed_scenarios=catchers)
     if run.returncode == 1 and set(failed) & set(mutant.rules):
         return Outcome(mutant.name, path, "killed", failed, seconds, failed_scenarios=catchers)
+    if run.returncode == 2 and not [s for s in results.get("scenarios", []) if s["verdict"] != "N/A"]:
+        # Nothing of its rules runs on this path (the control service, a
+        # scripted job manager): the path cannot see it.
+        return Outcome(mutant.name, path, "cannot run here", failed, seconds, detail)
     verdict = "survived" if run.returncode == 0 else "no verdict"
     if run.returncode == 1:
         verdict = "survived"  # it failed, but not by the rules that should catch it
@@ -82,8 +86,10 @@ def run_one(mutant: Mutant, path: str, report_dir: Path) -> Outcome:
 
 
 def run_all(mutants: list[Mutant], paths: tuple[str, ...], report_dir: Path, workers: int = 2,
-            on_outcome=None) -> list[Outcome]:
-    jobs = [(m, p) for m in mutants for p in PATHS if p in paths and p in m.paths]
+            on_outcome=None, every_path: bool = False) -> list[Outcome]:
+    """Each mutant on each of its paths (every_path: on every path there is,
+    for the matrix of what each path can see)."""
+    jobs = [(m, p) for m in mutants for p in PATHS if p in paths and (every_path or p in m.paths)]
     outcomes: list[Outcome] = []
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for outcome in pool.map(lambda job: run_one(job[0], job[1], report_dir), jobs):
