@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: conformance test check venv wheels proto bench repeat mutants foreign clean interop interop-tools interop-proto
+.PHONY: conformance test check venv wheels proto bench repeat mutants explore foreign clean interop interop-tools interop-proto
 
 # The three parts of the repository, installed editable: the wire contract,
 # the reference daemon and the suite (see pyproject.toml). On a fresh clone,
@@ -92,6 +92,16 @@ proto: $(STAMP)
 ## suite lets one survive (docs/SUITE_POWER.md).
 mutants: $(STAMP)
 	PYTHONPATH=$(CURDIR) $(PY) -m tests.mutants $(ARGS)
+
+## The explorer (choo-conformance --explore): every test of
+## tests/test_explorer.py (make test runs the short ones), then the explorer
+## alone against each daemon mutant of the catalogue for a minute each, with
+## the table of what it finds (docs/SUITE_POWER.md): about 20 minutes on 2
+## cores, so not part of make mutants or CI.
+EXPLORE_S ?= 60
+explore: $(STAMP)
+	CHOO_EXPLORE_TESTS=all $(PY) -m pytest -q -p no:randomly tests/test_explorer.py
+	PYTHONPATH=$(CURDIR) $(PY) -m tests.mutants --explore $(EXPLORE_S) $(ARGS)
 
 ## The suite against the foreign daemon (tests/foreign_daemon/), every run:
 ## make test's, and the volume scenarios in both profiles with the defect
