@@ -46,14 +46,25 @@ command, seed included. make test runs `--awkward all` once per profile,
 on the lifecycle scenarios and those that end the daemon (about 20 s
 each, side by side with the other runs: the module takes 33 s instead of
 14 on an idle machine).
+
+Three defects break what the scenarios set up, upstream of many rules
+(SETUP_BREAKS): StartJob answering INTERNAL, a job that never starts a
+command, a daemon that exits in StopJob. Their runs check the verdict of
+every rule (BLOCKED where the set-up never came about, FAIL where the rule
+itself is what broke), that the console names the one cause first with
+the rules it blocked, and that the cause named is the right one. make
+foreign runs each on every scenario in both profiles; make test runs each
+once on a few R rules, in one profile.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import queue
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -97,6 +108,50 @@ BLACK_BOX_BREAKS = {
 # The rules whose every black-box scenario is a volume one (in the control
 # profile every rule has others too).
 VOLUME_ONLY_BLACK_BOX_RULES = {"W15"}
+# The defects upstream of many rules (tests/foreign_daemon/server.py), and in
+# each profile the rules that fail on their own and those blocked: every other
+# rule passes. Their runs are named 'setup/<bug>/<profile>'.
+_ALL_W = {f"W{n}" for n in range(3, 19)}
+SETUP_BREAKS: dict[str, dict[str, tuple[set[str], set[str]]]] = {
+    # R3, R4: StartJob's own answer; R10: the answer about a job too big for
+    # gRPC; W15, W16 (control): StartJob under 1000 open watches.
+    "start-job-internal": {
+        "control": ({"W15", "W16", "R3", "R4", "R10"},
+                    {"W18", "R2", "R5", "R6", "R7", "R8", "R9", "R11"}),
+        "black-box": ({"R3", "R4", "R10"},
+                      _ALL_W | {"R2", "R5", "R6", "R7", "R8", "R9", "R11"}),
+    },
+    # R6: its job never ends "failed", which is what R6 checks.
+    "no-unit-starts": {
+        "control": ({"R6"}, {"W18", "R2", "R5", "R7", "R8", "R9", "R11"}),
+        "black-box": ({"R6"}, _ALL_W | {"R2", "R5", "R7", "R8", "R9", "R11"}),
+    },
+    "exits-during-stop": {"control": ({"R5"}, set()), "black-box": ({"R5"}, set())},
+}
+# What each names as the cause, in the console's BLOCKED lines (or, for the
+# daemon that exits, in R5's story).
+SETUP_CAUSES = {
+    "start-job-internal": ('StartJob answered INTERNAL "cannot create the job\'s worktree',),
+    "no-unit-starts": ("never started", "is still 'running'"),
+    "exits-during-stop": ("the daemon exited with code 3", "foreign: fatal: StopJob"),
+}
+# make test's runs of them: a few R rules, one profile each, and the cause
+# every blocked rule there shares. no-unit-starts waits out its 30 s once
+# (idle: a lane's other runs go on meanwhile).
+QUICK_SETUP = {
+    "start-job-internal": ("control", "R1,R3,R5,R7"),
+    "no-unit-starts": ("control", "R2,R3,W18"),
+    "exits-during-stop": ("black-box", "R3,R5"),
+}
+QUICK_SETUP_CAUSE = {"start-job-internal": SETUP_CAUSES["start-job-internal"][0],
+                     "no-unit-starts": "the job's first command never started"}
+if ALL_RUNS:
+    SETUP_PLANS = {f"setup/{bug}/{profile}": (bug, profile, "")
+                   for bug in SETUP_BREAKS for profile in ("control", "black-box")}
+else:
+    SETUP_PLANS = {f"setup/{bug}/{profile}": (bug, profile, rules)
+                   for bug, (profile, rules) in QUICK_SETUP.items()}
+
 # The scenarios each defect's run selects: its rule's, less the 1000-watcher
 # scenario (tagged W15 too), which only thread-per-watch needs.
 BUG_SELECTION = {bug: rule if bug == "thread-per-watch" else f"{rule} and not daemon_capacity"
@@ -120,11 +175,13 @@ CORRECT_PARTS = {
 # watchers): one after another, never two at once, or the suite's deadlines
 # measure the contention. (thread-per-watch's thousand watchers mostly wait:
 # its daemon serves as many as it has threads.)
-HEAVY_RUNS = ("correct/volume", "correct/scale")
+HEAVY_RUNS: tuple[str, ...] = ("correct/volume", "correct/scale")
 # The other runs that take longest (10 to 60 s), handed out first so that the
 # lanes end together; the rest take a few seconds each.
-LONG_RUNS = ("black-box/correct", "bug/thread-per-watch", "correct/rest", "correct/daemon_lifecycle",
-             "black-box/drops-slow-watcher-events")
+LONG_RUNS: tuple[str, ...] = (
+    "black-box/correct", "bug/thread-per-watch", "correct/rest", "correct/daemon_lifecycle",
+    "black-box/drops-slow-watcher-events", "setup/no-unit-starts/black-box",
+    "setup/no-unit-starts/control")
 
 # make test's runs, like the mutants' (tests/test_mutants.py): the correct
 # daemon in both profiles, every scenario but the volume ones, and a few
@@ -142,7 +199,8 @@ if ALL_RUNS:
 else:
     RUN_PARTS, RUN_BUGS, RUN_BLACK_BOX_BUGS = QUICK_PARTS, QUICK_BUGS, QUICK_BLACK_BOX_BUGS
     BLACK_BOX_CORRECT = "(black_box or watch_job_daemon) and not volume"
-    HEAVY_RUNS, LONG_RUNS = (), ("correct/rest", "black-box/correct")
+    HEAVY_RUNS, LONG_RUNS = (), ("setup/no-unit-starts/control", "correct/rest",
+                                 "black-box/correct")
 
 # The awkward daemon (--awkward): correct, but late or early wherever the
 # contract leaves the moment open (tests/foreign_daemon/awkward.py). Each
@@ -228,8 +286,10 @@ def _leftover_processes(marker: str) -> list[int]:
     return pids
 
 
-def _run_suite(name: str, folder: Path, tags: str, server_cmd: str) -> Verdict:
-    verdict = conformance(folder / name, "--server-cmd", server_cmd, "--tags", tags,
+def _run_suite(name: str, folder: Path, tags: str, server_cmd: str, rules: str = "") -> Verdict:
+    # Neither: every scenario.
+    selection = (("--tags", tags) if tags else ()) + (("--rules", rules) if rules else ())
+    verdict = conformance(folder / name, "--server-cmd", server_cmd, *selection,
                           timeout=RUN_TIMEOUT_S, env={RUN_MARKER: f"{folder}/{name}"})
     assert verdict.results is not None, f"the {name} run wrote no results:\n{verdict.output()}"
     return verdict
@@ -240,7 +300,8 @@ def runs(tmp_path_factory):
     """Every run's verdict, by name: 'correct/<part>', 'black-box/correct',
     'bug/<name>' and 'black-box/<name>'."""
     folder = tmp_path_factory.mktemp("foreign")
-    plans = {f"correct/{part}": (tags, _server_cmd()) for part, tags in RUN_PARTS.items()}
+    plans: dict[str, tuple[str, ...]] = {f"correct/{part}": (tags, _server_cmd())
+                                         for part, tags in RUN_PARTS.items()}
     # The lifecycle scenarios never use the control service, so they run
     # alike in either profile: the control runs above carry them (and
     # make conformance runs them black-box against the reference daemon).
@@ -251,6 +312,8 @@ def runs(tmp_path_factory):
                   for bug in RUN_BLACK_BOX_BUGS})
     plans.update({name: (tags, _server_cmd(control=control, awkward=switches, seed=AWKWARD_SEED + i))
                   for i, (name, (tags, switches, control)) in enumerate(AWKWARD_PLANS.items())})
+    plans.update({name: ("", _server_cmd([bug], control=profile == "control"), rules)
+                  for name, (bug, profile, rules) in SETUP_PLANS.items()})
 
     def run(name: str) -> Verdict:
         return _run_suite(name.replace("/", "-"), folder, *plans[name])
@@ -374,10 +437,82 @@ def test_every_defect_of_the_daemon_is_checked():
     help_text = subprocess.run([sys.executable, str(SERVER), "--help"], capture_output=True,
                                check=True, text=True, timeout=30).stdout
     choices = help_text.split("--bug {", 1)[1].split("}", 1)[0].split(",")
-    assert set(choices) == set(BUG_BREAKS)
+    assert set(choices) == set(BUG_BREAKS) | set(SETUP_BREAKS)
 
 
 def test_the_shipped_known_failing_list_matches_the_usual_defects():
     listed = PatternList.read("known-failing", str(SERVER.parent / "known-failing.txt"),
                               set(contract_rules()))
     assert {e.pattern for e in listed.entries} == {f"{BUG_BREAKS[bug]}/*" for bug in USUAL_BUGS}
+
+
+def _blocked_lines(verdict: Verdict) -> list[str]:
+    """The console's groups of blocked rules, after the rule lines."""
+    return [line for line in verdict.stdout.splitlines() if re.match(r"BLOCKED \d+ rules? \(", line)]
+
+
+def _rules_in(line: str) -> set[str]:
+    return set(line.split("(", 1)[1].split(")", 1)[0].split(", "))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(SETUP_PLANS))
+def test_a_defect_upstream_blocks_the_rules_it_keeps_from_their_check(runs, name):
+    """Every rule whose set-up the defect breaks is BLOCKED, the rules it
+    breaks themselves FAIL, and the rest pass."""
+    verdict, (bug, profile, rules) = runs[name], SETUP_PLANS[name]
+    fails, blocked = SETUP_BREAKS[bug][profile]
+    assert verdict.results["profile"] == profile
+    expected = {rule: "FAIL" if rule in fails else "BLOCKED" if rule in blocked else "PASS"
+                for rule in verdict.rules}
+    if bug == "exits-during-stop":
+        # A scenario that stops its jobs in its clean-up (R3, R4) meets the
+        # exit too; its rule may fail, then only naming the exit.
+        for rule, got in verdict.rules.items():
+            failed = [s["detail"] for s in verdict.results["scenarios"]
+                      if rule in s["rules"] and s["verdict"] == "FAIL"]
+            if got == "FAIL" and all(SETUP_CAUSES[bug][0] in d for d in failed):
+                expected[rule] = "FAIL"
+    assert verdict.rules == expected, f"--bug {bug} ({profile}):\n{verdict.output()}"
+    # Every rule selected was judged: all of them, or make test's few.
+    assert set(verdict.rules) == (set(rules.split(",")) if rules else set(contract_rules()))
+    assert verdict.code == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [n for n, (bug, _, _) in SETUP_PLANS.items()
+                                  if SETUP_BREAKS[bug]["control"][1]])
+def test_the_console_names_the_one_cause_first_with_the_rules_it_blocked(runs, name):
+    verdict, bug = runs[name], SETUP_PLANS[name][0]
+    groups = _blocked_lines(verdict)
+    assert groups, verdict.output()
+    # First after the rule lines: the cause to fix before anything else.
+    first = verdict.stdout[verdict.stdout.index("\n\n"):].strip().splitlines()[0]
+    assert first == groups[0], verdict.output()
+    blocked = {rule for rule, v in verdict.rules.items() if v == "BLOCKED"}
+    for line in groups:
+        assert " by one cause, upstream of what they check: " in line, line
+        assert line.startswith(f"BLOCKED {len(_rules_in(line))} rules ("), line
+        assert any(cause in line for cause in SETUP_CAUSES[bug]), line
+    listed = [rule for line in groups for rule in _rules_in(line)]
+    assert sorted(listed) == sorted(blocked), verdict.output()  # each once, and all
+    if not ALL_RUNS:  # the few rules chosen share one cause
+        assert len(groups) == 1 and QUICK_SETUP_CAUSE[bug] in groups[0], groups
+    if bug == "start-job-internal":  # every set-up breaks at the same call
+        assert len(groups) == 1, groups
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [n for n in SETUP_PLANS if "/exits-during-stop/" in n])
+def test_a_daemon_that_exits_in_stop_job_is_named_in_the_rule_that_stops_jobs(runs, name):
+    verdict = runs[name]
+    assert not _blocked_lines(verdict), verdict.output()
+    r5 = [s for s in verdict.results["scenarios"] if "R5" in s["rules"] and s["verdict"] == "FAIL"]
+    named = [s for s in r5 if all(cause in "\n".join(s["story"])
+                                  for cause in SETUP_CAUSES["exits-during-stop"])]
+    assert named, "\n\n".join("\n".join(s["story"]) for s in r5)
+    # The console tells it under R5's line.
+    lines = verdict.stdout.splitlines()
+    r5_line = next(i for i, line in enumerate(lines) if line.startswith("FAIL    R5 "))
+    story = "\n".join(itertools.takewhile(lambda line: line.startswith(" "), lines[r5_line + 1:]))
+    assert SETUP_CAUSES["exits-during-stop"][0] in story, verdict.output()
