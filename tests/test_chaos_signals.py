@@ -15,7 +15,15 @@ import subprocess
 
 import grpc
 import pytest
-from chaos_support import DEADLINE_S, code_of, log_of, start_daemon, start_job, stubs
+from chaos_support import (
+    CHAOS_DAEMON,
+    DEADLINE_S,
+    code_of,
+    log_of,
+    start_daemon,
+    start_job,
+    stubs,
+)
 from test_daemon_process import wait_until, write_tasks
 
 from choo.v1 import daemon_pb2
@@ -23,6 +31,8 @@ from choo.v1 import daemon_pb2
 pytestmark = pytest.mark.slow
 
 TRIALS = 8
+# Calls on their way as the server stops.
+BURST = 300
 
 
 @pytest.mark.long
@@ -110,3 +120,31 @@ def test_every_call_after_shutdown_answered_is_unavailable(tmp_path):
             assert daemon.proc.wait(DEADLINE_S) == 0
         finally:
             daemon.close()
+
+
+@pytest.mark.xfail(strict=True, reason="issue 24 row 6: grpc cancels the calls that reached "
+                   "it but no handler yet when the daemon stops its server")
+def test_calls_that_arrive_as_the_server_stops_are_unavailable_never_cancelled(tmp_path):
+    """The moment grpc's server stops: calls that reached it but no handler
+    yet. The daemon is held, its event loop blocked, just after it starts
+    refusing calls, while a burst of calls arrives; then let go."""
+    gate = tmp_path / "stop"
+    os.mkfifo(gate)
+    gate_fd = os.open(gate, os.O_RDWR | os.O_NONBLOCK)  # the daemon's open never blocks
+    daemon = start_daemon("--hold-stop", str(gate), command=CHAOS_DAEMON)
+    try:
+        with grpc.insecure_channel(daemon.address) as channel:
+            stub = stubs(channel)[0]
+            assert code_of(stub.Health, daemon_pb2.HealthRequest())[0] == grpc.StatusCode.OK
+            daemon.signal(signal.SIGTERM)  # a Shutdown call's answer would be held too
+            wait_until(lambda: os.path.exists(f"{gate}.held"), what="the stop to be held")
+            burst = [stub.Health.future(daemon_pb2.HealthRequest(), timeout=DEADLINE_S)
+                     for _ in range(BURST)]
+            os.write(gate_fd, b"go\n")
+            codes = [code_of(lambda **_: call.result())[0] for call in burst]
+        wrong = [code for code in codes if code != grpc.StatusCode.UNAVAILABLE]
+        assert not wrong, f"{len(wrong)} of {BURST}: {sorted(set(map(str, wrong)))}"
+        assert daemon.proc.wait(DEADLINE_S) == 0
+    finally:
+        os.close(gate_fd)
+        daemon.close()
