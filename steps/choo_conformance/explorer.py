@@ -35,7 +35,7 @@ from choo.conformance.v1 import control_pb2, control_pb2_grpc
 from choo.v1 import daemon_pb2, daemon_pb2_grpc
 
 from . import watch_loop
-from .contract import CANCELLED, COMPLETED, FAILED, RUNNING, TERMINAL
+from .contract import CANCELLED, COMPLETED, FAILED, RUNNING, TERMINAL, names_field
 from .daemon_target import CALL_DEADLINE_S, timestamp_ns
 from .explore_report import Counterexample, Line, report
 from .process import RECONNECT_PROMPTLY, DaemonNeverHealthy, DaemonProcess
@@ -242,6 +242,7 @@ def machine_for(session: Session):
             self.restarts = 0
             self.shutdowns = 0
             self.failed = False
+            self.down = False  # set while a restart or a shutdown is under way
             if not session.process.running():
                 self._start_again("the daemon did not start again on its data")
             self.client = Client(session.process.address)
@@ -558,6 +559,39 @@ def machine_for(session: Session):
             self.open.append(w)
             self._wait_taken_up(job, [w.watch])
 
+        @rule(kind=st.sampled_from(["empty id", "unknown job", "negative from"]),
+              pick=picks, back=st.integers(1, 3))
+        def odd_watch(self, kind: str, pick: int, back: int) -> None:
+            """A watch refused before it subscribes (W1, W2, W11)."""
+            self._begin()
+            job_name, job_id, from_sequence = "", "", 0
+            if kind == "unknown job":
+                job_name = job_id = f"no-such-job-{session.scope}-{self.example}"
+            elif kind == "negative from":
+                if not self.jobs:
+                    return
+                job = self._job(pick)
+                job_name, job_id, from_sequence = job.name, job.job_id, -back
+            self._say("when", f'a client watches job "{job_name}" from sequence {from_sequence}')
+            watch = self.client.watch(job_id, from_sequence)
+            status = watch.wait_for_status(EVENTUALLY_S)
+            rule, code, then = {
+                "empty id": ("W1", grpc.StatusCode.INVALID_ARGUMENT,
+                             'the watch ends with status INVALID_ARGUMENT and details "job_id is required"'),
+                "unknown job": ("W2", grpc.StatusCode.NOT_FOUND,
+                                f'the watch ends with status NOT_FOUND and details naming "{job_id}"'),
+                "negative from": ("W11", grpc.StatusCode.INVALID_ARGUMENT,
+                                  "the watch is refused with status INVALID_ARGUMENT and details naming "
+                                  'the field "from_sequence"')}[kind]
+            got = watch.received()
+            wrong = (status is None or status.code != code or bool(got)
+                     or (kind == "empty id" and status.details != "job_id is required")
+                     or (kind == "unknown job" and job_id not in status.details)
+                     or (kind == "negative from" and not names_field(status.details, "from_sequence")))
+            if wrong:
+                self._fail(rule, f"a watch of job {job_id!r} from {from_sequence} ended "
+                           f"{status or 'not at all'} after {len(got)} events", [Line("then", then)])
+
         @precondition(lambda self: self.open)
         @rule(pick=picks)
         def cancel(self, pick: int) -> None:
@@ -658,6 +692,7 @@ def machine_for(session: Session):
             """kill -9, and start again on the same data (W17)."""
             self._begin()
             self.restarts += 1
+            self.down = True
             self.tags.add("restarts_daemon")
             self._replay_all()
             self._say("when", "the daemon crashes and restarts on the same database")
@@ -668,6 +703,7 @@ def machine_for(session: Session):
             self.open = []
             self._reconnect()
             self._start_again("the daemon did not start again on its data after a crash")
+            self.down = False
             self._read_back("after a crash and a restart")
 
         @precondition(lambda self: self.jobs and self.shutdowns < 1)
@@ -677,6 +713,7 @@ def machine_for(session: Session):
             running jobs end cancelled (R8); then start again on the data."""
             self._begin()
             self.shutdowns += 1
+            self.down = True
             self.tags.add("ends_daemon")
             self._replay_all()
             self._say("when", "a client asks the daemon to shut down without waiting")
@@ -702,6 +739,7 @@ def machine_for(session: Session):
             self._reconnect()
             self._say("when", "the daemon starts again on the same database", new=True)
             self._start_again("the daemon did not start again on its data after a shutdown")
+            self.down = False
             self._read_back("after a shutdown", shut_down=True)
 
         # -- after a restart ------------------------------------------------------------------
@@ -748,7 +786,8 @@ def machine_for(session: Session):
             if len(got) < job.last:
                 # All but event 1 itself: from_sequence taken as exclusive.
                 skipped_first = [e.sequence for e in got] == list(range(2, job.last + 1))
-                self._fail(rule or ("W10" if skipped_first else "W14"), f'a watch of job "{job.name}" from 1{" " + when if when else ""} '
+                self._fail(rule or ("W10" if skipped_first else "W14"),
+                           f'a watch of job "{job.name}" from 1{" " + when if when else ""} '
                            f"received {_seqs_text([e.sequence for e in got])}, and {job.last} were recorded",
                            [said, then])
             self._judge(w, False, 0, rule, then=then, when=said)
@@ -762,6 +801,14 @@ def machine_for(session: Session):
                     self._settle()
             finally:
                 self.client.close()
+                if self.down or not session.process.running():
+                    # A failure left it shutting down or not started again: the
+                    # next example starts from a daemon that serves.
+                    session.process.kill()
+                    try:
+                        session.process.start()
+                    except DaemonNeverHealthy:
+                        pass  # the next example reports it
 
         def _settle(self) -> None:
             """The jobs that still have watchers end: each watcher gets every

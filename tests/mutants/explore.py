@@ -23,7 +23,7 @@ from .harness import ROOT
 DEFAULT_SEED = 20260101
 # Shrinking a counterexample once found: enough for the short ones these
 # mutants give; the budget counts finding, not shrinking.
-SHRINK_S = 30.0
+SHRINK_S = 15.0
 # Past the budget and the shrinking: starting and stopping the daemon.
 MARGIN_S = 60.0
 _FOUND = re.compile(r"COUNTEREXAMPLE: the daemon breaks (\S+).*?, in (\d+) operations")
