@@ -13,6 +13,7 @@ from .daemon_target import SetupError
 from .event_stream_steps import time_for
 from .fixtures import EVENTUALLY, PROMPTLY, proto_event_fields
 from .lifecycle_steps import (
+    NO_PROGRESS,
     _jobs,
     _last_job,
     _start,
@@ -71,7 +72,7 @@ def _wait_started(target, world, name: str) -> None:
     if not wait_until(started_or_over, timeout, ASKS_THE_DAEMON) or not started.exists():
         raise SetupError(f'the command "{name}" never started (job {job_id} is '
                          f'{target.job(job_id).status!r}; {waited(timeout)}); '
-                         f'the scenario needs it running')
+                         f'the scenario needs it running', cause=NO_PROGRESS)
 
 
 def _released(target, world, name: str) -> None:

@@ -64,7 +64,13 @@ class ControlError(AssertionError):
 class SetupError(AssertionError):
     """What a scenario needs before it can check its rule never came about
     (StartJob refused, the job never ran a command): the scenario is
-    BLOCKED with this cause, not failed, and its rule was not reached."""
+    BLOCKED with this cause, not failed, and its rule was not reached.
+    `cause` names the precondition in words every scenario that misses it
+    shares, so that the report shows one cause, not one per step."""
+
+    def __init__(self, message: str, cause: str = "") -> None:
+        super().__init__(message)
+        self.cause = cause
 
 
 @dataclass

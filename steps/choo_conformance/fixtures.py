@@ -111,6 +111,10 @@ def scripted_target(request, jobs_double):
     assert not problems, "; ".join(problems)
 
 
+# How long a daemon shared by scenarios has to answer Health between two of
+# them: it answered before, so a moment is plenty.
+STILL_HEALTHY_S = 3.0
+
 # Scenarios that end or restart the daemon get a daemon of their own.
 OWN_DAEMON_TAGS = ("ends_daemon", "restarts_daemon", "fresh_daemon")
 
@@ -148,8 +152,10 @@ def daemon(request, tmp_path):
         daemon = RemoteDaemon(own_process.address, own_process)
     else:
         process = request.getfixturevalue("shared_daemon_process")
-        if not process.running():
-            process.start()  # a scenario before this one ended it
+        if not process.running() or not process.wait_healthy(STILL_HEALTHY_S):
+            # A scenario before this one ended it, or it died: a fresh one.
+            process.kill()
+            process.start()
         daemon = RemoteDaemon(process.address, process)
     yield daemon
     try:
@@ -158,6 +164,13 @@ def daemon(request, tmp_path):
         if own_process is not None:
             own_process.close()
     assert not problems, "; ".join(problems)
+    shared = daemon.process if own_process is None and isinstance(daemon, RemoteDaemon) else None
+    if shared is not None and not shared.wait_healthy(STILL_HEALTHY_S):
+        # It died while the suite cleaned up after the scenario (stopping its
+        # jobs): this scenario's, not the next one's.
+        tail = shared.log_tail(1500).rstrip().splitlines()[-8:]
+        raise AssertionError(f"the daemon {shared.how_it_ended()} while the scenario was cleaned up "
+                             "(its jobs stopped); the end of its output: " + " | ".join(tail))
 
 
 __all__ = ["EVENTUALLY", "PROMPTLY", "World", "event_fields", "events_from_table",

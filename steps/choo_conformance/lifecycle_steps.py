@@ -163,7 +163,7 @@ def _last_job(world) -> str:
     jobs = getattr(world, "jobs", None)
     if jobs is None or not jobs.started:
         why = getattr(jobs, "refused", None) or "StartJob was not called"
-        raise SetupError(f"the scenario has no job to go on with: {why}")
+        raise SetupError(f"the scenario has no job to go on with: {why}", cause=f"no job: {why}")
     return jobs.started[-1]
 
 
@@ -172,13 +172,15 @@ def _last_job(world) -> str:
 # that wait for the same are blocked by the same cause, and wait only this
 # long, so that one upstream defect does not cost every scenario the whole
 # wait. A daemon that met it once in time keeps the whole wait.
-PATIENCE_AFTER_A_MISS_S = 2.0
+PATIENCE_AFTER_A_MISS_S = 0.5
 _missed: set[str] = set()
 
 
 # The one precondition so far: a started job makes progress (runs its
 # commands, ends). A daemon whose jobs never run fails it everywhere.
 JOB_PROGRESS = "a started job to make progress"
+NO_PROGRESS = ("a job StartJob accepted made no progress: its command never started, or it never "
+               "reached the status the scenario needs")
 
 
 def patience(precondition: str = JOB_PROGRESS, timeout: float = EVENTUALLY) -> float:
@@ -252,7 +254,7 @@ def job_in_status(target, world, tmp_path, status):
         try:
             _wait_for_status(target, job_id, status)
         except AssertionError as error:
-            raise SetupError(str(error).split("\nassert ", 1)[0]) from None
+            raise SetupError(str(error).split("\nassert ", 1)[0], cause=NO_PROGRESS) from None
 
 
 @given("the daemon is shutting down, waiting for a running job")
@@ -342,7 +344,7 @@ def first_command_running(target, world):
     if not wait_until(started_or_over, timeout, ASKS_THE_DAEMON) or not started.exists():
         raise SetupError(f"the job's first command never started (job {job_id} is "
                          f"{target.job(job_id).status!r}; {waited(timeout)}); "
-                         f"the scenario needs it running")
+                         f"the scenario needs it running", cause=NO_PROGRESS)
 
 
 @when("the running command is released")

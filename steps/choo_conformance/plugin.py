@@ -333,7 +333,8 @@ class ScenarioTimeout(BaseException):
 def _failure(report) -> str:
     crash = getattr(report.longrepr, "reprcrash", None)
     message = crash.message if crash is not None else str(report.longrepr)
-    return message.strip()
+    # An assertion's message is the explanation; its type is not.
+    return message.strip().removeprefix("AssertionError: ").split("\nassert ", 1)[0]
 
 
 def explanation(error: BaseException | None) -> tuple[str, str]:
@@ -376,7 +377,9 @@ def story_of(step: str, error: BaseException | None, passed: list[str], address:
         lines.append(f"same call: {command}")
     if internal:
         lines.append(f"in the suite: {internal}")
-    return {"outcome": "blocked" if blocked else "failed", "detail": f"{step}: {why}", "story": lines}
+    cause = getattr(error, "cause", "") if blocked else ""
+    return {"outcome": "blocked" if blocked else "failed", "detail": f"{step}: {why}", "story": lines,
+            "cause": cause}
 
 
 def pytest_configure(config):

@@ -87,7 +87,7 @@ def rule_line(rule: RuleResult, rerun: Rerun | None = None) -> str:
 def cause_of(scenario: ScenarioResult) -> str:
     """What a blocked scenario's failure says, without the scenario's own
     ids, paths and numbers: scenarios blocked by one defect share it."""
-    why = scenario.detail.split(": ", 1)[-1]
+    why = scenario.cause or scenario.detail.split(": ", 1)[-1]
     why = re.sub(r"\([^()]*\)", "", why)  # how long it waited, and the like
     why = re.sub(r"'[^']*'|\"[^\"]*\"", "'...'", why)
     why = re.sub(r"\b[0-9a-f]{8,}\b|\b\w*\d[\w.-]*\b|/\S+", "#", why)
@@ -106,7 +106,7 @@ def blocked_groups(rules: list[RuleResult]) -> list[tuple[str, list[str], Scenar
         ids, _ = groups.setdefault(cause_of(scenario), ([], scenario))
         ids.append(rule.rule.id)
     ordered = sorted(groups.values(), key=lambda group: -len(group[0]))
-    return [(first.detail.split(": ", 1)[-1], ids, first) for ids, first in ordered]
+    return [(first.cause or first.detail.split(": ", 1)[-1], ids, first) for ids, first in ordered]
 
 
 def first_things(rules: list[RuleResult], rerun: Rerun | None = None) -> list[str]:

@@ -35,6 +35,7 @@ class ScenarioResult:
     known_failing: bool = False
     known_flaky: bool = False
     story: list[str] = field(default_factory=list)  # steps, calls and answers of a failure
+    cause: str = ""  # a blocked scenario's precondition, in words shared by all it blocked
 
     @property
     def went_wrong(self) -> bool:
@@ -59,7 +60,7 @@ class ScenarioResult:
     def to_json(self) -> dict:
         return {**self.info.to_json(), "id": self.info.key, "ids": self.info.ids,
                 "outcome": self.outcome, "verdict": self.verdict, "detail": self.detail,
-                "story": self.story, "duration_s": round(self.duration_s, 3),
+                "story": self.story, "cause": self.cause, "duration_s": round(self.duration_s, 3),
                 "attempts": self.attempts}
 
 

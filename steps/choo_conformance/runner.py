@@ -289,7 +289,8 @@ class _Run:
             attempts = previous.attempts + 1 if previous else 1
             self.results[nodeid] = ScenarioResult(
                 self.infos[nodeid], record["outcome"], record["detail"], record["duration_s"]
-                + (previous.duration_s if previous else 0.0), attempts, story=record.get("story", []))
+                + (previous.duration_s if previous else 0.0), attempts, story=record.get("story", []),
+                cause=record.get("cause", ""))
             state["current"] = None
             self.on_finished(self, nodeid)
         elif kind == "target_gone":
