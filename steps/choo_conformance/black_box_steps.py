@@ -46,6 +46,9 @@ def _contiguous_from_1(watch) -> list[int]:
     assert sequences, "the watch received no events: a job that ran commands recorded nothing"
     assert sequences == list(range(1, len(sequences) + 1)), (
         f"sequences are not 1, 2, 3, ...: first {sequences[:8]}, last {sequences[-5:]}")
+    unstamped = [e.sequence for e in watch.received() if not e.HasField("timestamp")]
+    assert not unstamped, (f"{len(unstamped)} events came without the timestamp they were recorded "
+                           f"with (W9), the first: {unstamped[:5]}")
     return sequences
 
 

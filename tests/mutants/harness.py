@@ -65,9 +65,14 @@ def run_one(mutant: Mutant, path: str, report_dir: Path) -> Outcome:
     seconds = time.monotonic() - started
     results_path = report / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
-    failed = [r["id"] for r in results.get("rules", []) if r["verdict"] == "FAIL"]
+    # A blocked rule is red too: the defect kept its scenarios from their check.
+    failed = [r["id"] for r in results.get("rules", []) if r["verdict"] in ("FAIL", "BLOCKED")]
     catchers = tuple(s["id"] for s in results.get("scenarios", []) if s["verdict"] == "FAIL")
     detail = (run.stdout[-1500:] + run.stderr[-1500:]).strip()
+    if run.returncode == 2 and not [s for s in results.get("scenarios", []) if s["verdict"] != "N/A"]:
+        # Nothing of its rules runs on this path (the control service, a
+        # scripted job manager, a daemon's own process): the path cannot see it.
+        return Outcome(mutant.name, path, "cannot run here", failed, seconds, detail)
     if mutant.stays_correct:
         if run.returncode == 0 and failed == []:
             return Outcome(mutant.name, path, "passed", failed, seconds)
@@ -75,10 +80,6 @@ def run_one(mutant: Mutant, path: str, report_dir: Path) -> Outcome:
                        failed_scenarios=catchers)
     if run.returncode == 1 and set(failed) & set(mutant.rules):
         return Outcome(mutant.name, path, "killed", failed, seconds, failed_scenarios=catchers)
-    if run.returncode == 2 and not [s for s in results.get("scenarios", []) if s["verdict"] != "N/A"]:
-        # Nothing of its rules runs on this path (the control service, a
-        # scripted job manager): the path cannot see it.
-        return Outcome(mutant.name, path, "cannot run here", failed, seconds, detail)
     verdict = "survived" if run.returncode == 0 else "no verdict"
     if run.returncode == 1:
         verdict = "survived"  # it failed, but not by the rules that should catch it
