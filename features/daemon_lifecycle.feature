@@ -69,7 +69,7 @@ Feature: The daemon's health and shutdown
       And the job's first command is running
       And a client asks the daemon to shut down waiting up to 0 seconds
       Then Health answers not healthy
-      And the command "slow" task 1 keeps running for a second
+      And the command "slow" task 1 keeps running for half a second
       When the running command is released
       Then the call answers success with 0 jobs stopped
       And the job ends "completed"

@@ -17,9 +17,9 @@ from .lifecycle_steps import (
     _jobs,
     _last_job,
     _start,
-    _wait_for_status,
     patience,
     tasks_folder,
+    wait_for_progress,
     waited,
 )
 from .wait import ASKS_THE_DAEMON, wait_until
@@ -107,7 +107,7 @@ def finished_job_watched(target, world, tmp_path, folder):
     jobs = _jobs(world, tmp_path)
     _start(target, world, tmp_path, folder, repo=jobs.new_repository())
     job_id = _last_job(world)
-    _wait_for_status(target, job_id, "completed")
+    wait_for_progress(target, job_id, "completed")
     world.watches["default"] = world.watches["first"] = watch = target.watch(job_id, 1)
     _ended_ok(watch)
     _contiguous_from_1(watch)

@@ -251,10 +251,17 @@ def job_in_status(target, world, tmp_path, status):
     _start(target, world, tmp_path, folder, repo=jobs.new_repository())
     job_id = jobs.ids[status] = _last_job(world)
     if status != "running":
-        try:
-            _wait_for_status(target, job_id, status)
-        except AssertionError as error:
-            raise SetupError(str(error).split("\nassert ", 1)[0], cause=NO_PROGRESS) from None
+        wait_for_progress(target, job_id, status)
+
+
+def wait_for_progress(target, job_id: str, status: str) -> None:
+    """_wait_for_status for a scenario's set-up: a job that never gets there
+    blocks the scenario (its rule is never reached), with the cause every
+    such scenario shares."""
+    try:
+        _wait_for_status(target, job_id, status)
+    except AssertionError as error:
+        raise SetupError(str(error).split("\nassert ", 1)[0], cause=NO_PROGRESS) from None
 
 
 @given("the daemon is shutting down, waiting for a running job")
@@ -557,7 +564,7 @@ def command_runs_to_its_end(world, unit, task):
         f"running command finish")
 
 
-@then(parsers.parse("the command \"{unit}\" task {task:d} does not start within a second of task "
+@then(parsers.parse("the command \"{unit}\" task {task:d} does not start within half a second of task "
                     "{previous:d}'s end"))
 def command_does_not_start(world, unit, task, previous):
     # Nothing says when a daemon that ignored the stop would start the next
@@ -565,7 +572,7 @@ def command_does_not_start(world, unit, task, previous):
     # daemon follows at once.
     started = _mark(world, unit, task, ".started")
     ended_at = world.marks.get(f"ended {unit} {previous}", time.monotonic())
-    remaining = max(0.0, ended_at + 1.0 - time.monotonic())
+    remaining = max(0.0, ended_at + 0.5 - time.monotonic())
     assert not wait_until(started.exists, remaining), (
         f"task {task} of unit {unit} started after task {previous} ended, although the job had been "
         f"stopped gracefully (no task that had not started may start)")
@@ -758,12 +765,12 @@ def every_call_fails(world, code):
     assert not wrong, f"expected {expected.name} from every call; got {wrong}"
 
 
-@then(parsers.parse('the command "{unit}" task {task:d} keeps running for a second'))
+@then(parsers.parse('the command "{unit}" task {task:d} keeps running for half a second'))
 def command_keeps_running(world, unit, task):
     # A bounded observation of something that must not happen: the daemon
     # was asked to wait, so the command must not be stopped under it.
     pid = int(_mark(world, unit, task, ".pid").read_text())
-    assert not wait_until(lambda: not process_alive(pid), 1.0), (
+    assert not wait_until(lambda: not process_alive(pid), 0.5), (
         f"task {task} of unit {unit} was stopped although Shutdown was asked to wait for jobs")
 
 
