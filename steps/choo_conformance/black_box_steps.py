@@ -8,21 +8,16 @@ from __future__ import annotations
 import grpc
 from pytest_bdd import given, parsers, then, when
 
-from .contract import TERMINAL
-from .daemon_target import SetupError
 from .event_stream_steps import time_for
 from .fixtures import EVENTUALLY, PROMPTLY, proto_event_fields
 from .lifecycle_steps import (
-    NO_PROGRESS,
     _jobs,
     _last_job,
     _start,
-    patience,
     tasks_folder,
     wait_for_progress,
-    waited,
+    wait_held_command_started,
 )
-from .wait import ASKS_THE_DAEMON, wait_until
 
 STEP_KINDS = {
     "pass": lambda n: "true",
@@ -62,20 +57,8 @@ def _job_events(target, world) -> list[tuple]:
 
 
 def _wait_started(target, world, name: str) -> None:
-    """Until the held command `name` has started; at once when the job has
-    ended without it. Either way it never started: the scenario cannot go on
-    (blocked, not failed: what it checks comes later)."""
-    started = world.jobs.root / f"started-{name}"
-    job_id = _last_job(world)
-
-    def started_or_over() -> bool:
-        return started.exists() or target.job(job_id).status in TERMINAL
-
-    timeout = patience()
-    if not wait_until(started_or_over, timeout, ASKS_THE_DAEMON) or not started.exists():
-        raise SetupError(f'the command "{name}" never started (job {job_id} is '
-                         f'{target.job(job_id).status!r}; {waited(timeout)}); '
-                         f'the scenario needs it running', cause=NO_PROGRESS)
+    wait_held_command_started(target, world, world.jobs.root / f"started-{name}",
+                              f'the command "{name}"')
 
 
 def _released(target, world, name: str) -> None:

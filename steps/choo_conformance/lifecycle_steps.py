@@ -339,9 +339,10 @@ def all_answer_distinct(world, count, status, distinct):
         f"{sorted(i for i in set(ids) if ids.count(i) > 1)[:3]} were given twice (R3: a new job each time)")
 
 
-@when("the job's first command is running")
-def first_command_running(target, world):
-    started = world.jobs.root / "started"
+def wait_held_command_started(target, world, started: Path, what: str) -> None:
+    """Until a held command has noted its start (the file `started`); at
+    once when the job has ended without it. Either way it never started: the
+    scenario cannot go on (blocked, not failed: what it checks comes later)."""
     job_id = _last_job(world)
 
     def started_or_over() -> bool:
@@ -349,9 +350,13 @@ def first_command_running(target, world):
 
     timeout = patience()
     if not wait_until(started_or_over, timeout, ASKS_THE_DAEMON) or not started.exists():
-        raise SetupError(f"the job's first command never started (job {job_id} is "
-                         f"{target.job(job_id).status!r}; {waited(timeout)}); "
-                         f"the scenario needs it running", cause=NO_PROGRESS)
+        raise SetupError(f"{what} never started (job {job_id} is {target.job(job_id).status!r}; "
+                         f"{waited(timeout)}); the scenario needs it running", cause=NO_PROGRESS)
+
+
+@when("the job's first command is running")
+def first_command_running(target, world):
+    wait_held_command_started(target, world, world.jobs.root / "started", "the job's first command")
 
 
 @when("the running command is released")
