@@ -786,3 +786,73 @@ def test_feeds_that_do_not_read_are_woken_once(store):
     feeds[0].read(10)
     store.record("j", "again")
     assert wakers[0].count == 2 and all(w.count == 1 for w in wakers[1:])
+
+
+# -- finished jobs: a summary in memory, the rest read when asked for ----------
+
+
+def test_finished_jobs_let_go_are_read_back_whole(db_path, clock):
+    with JobStore(db_path, clock_ns=clock, finished_cache=1) as store:
+        store.create_job("a", repo_path="/r", feature_branch="fa", tasks_dir="/t", parallelism=2)
+        store.update_unit("a", UnitState("u1", "completed", 2, 2, 7))
+        store.update_unit("a", UnitState("u2", "running", 1, 3))
+        a_events = record_n(store, "a", 5)
+        a_end = store.set_status("a", "failed", "unit u2 failed")
+        store.create_job("b", "completed")  # created ended: b is kept, a let go
+        assert store.get_job("a") == a_end  # read back from the database
+        assert store.events("a") == a_events
+        assert drain(store.subscribe("a", 3, Waker())[0]) == a_events[2:]
+        with pytest.raises(JobTerminal):
+            store.record("a", "late")
+        with pytest.raises(JobTerminal):
+            store.update_unit("a", UnitState("u1"))
+        with pytest.raises(JobTerminal):
+            store.set_status("a", "completed")
+        (brief_b, brief_a) = store.iter_summaries()
+        assert (brief_a.job_id, brief_a.status, brief_a.feature_branch) == ("a", "failed", "fa")
+        assert (brief_a.started_at_ns, brief_a.units_complete, brief_a.units_total) == (
+            a_end.started_at_ns, 1, 2)
+        assert brief_b.job_id == "b"
+        assert [j.job_id for j in store.list_jobs(["failed"])] == ["a"]
+        assert store.list_jobs(["failed"])[0] == a_end
+
+
+def test_a_finished_job_watched_or_unwritten_is_kept_whole(db_path, clock):
+    with JobStore(db_path, clock_ns=clock, finished_cache=1) as store:
+        store.create_job("watched")
+        record_n(store, "watched", 3)
+        feed, release = store.subscribe("watched", 0, Waker())
+        store.set_status("watched", "completed")
+        for i in range(5):  # asked for after it: each would let it go
+            store.create_job(f"other{i}", "cancelled")
+            store.get_job(f"other{i}")
+        # Its open feed and its subscription history are in the one state.
+        assert store.subscriptions("watched") == [(0, True)]
+        assert len(drain(feed)) == 3
+        release()
+        store.create_job("later", "cancelled")
+        assert store.subscriptions("watched") == [(0, False)]  # the history keeps it
+
+
+def test_a_finished_job_with_its_end_unwritten_is_not_read_back(db_path, clock, monkeypatch):
+    from choo_reference.jobs import StorageError
+
+    with JobStore(db_path, clock_ns=clock, finished_cache=1,
+                  subscription_history=0) as store:
+        store.create_job("j")
+
+        def full(*args, **kwargs):
+            raise StorageError("the disk is full", full=True)
+
+        monkeypatch.setattr(store._log, "end_job", full)
+        store.set_status("j", "failed", "boom", keep_if_unsaved=True)
+        for i in range(3):
+            store.create_job(f"other{i}", "cancelled")
+        # The database still says running: the end kept in memory is what counts.
+        assert store.get_job("j").status == "failed"
+        monkeypatch.undo()
+        store.create_job("next", "cancelled")  # the end is written now
+        for i in range(3):
+            store.get_job(f"other{i}")
+        assert store.get_job("j").status == "failed"
+        assert store.get_job("j").error == "boom"

@@ -15,7 +15,9 @@ far behind it is (W15).
 Memory stays bounded over a long life: the window of a job is bounded in
 bytes as well as events, and the history of released subscriptions (what the
 control service's ListSubscriptions shows) keeps the newest few per job, or
-none at all.
+none at all. A finished job is kept as a JobBrief (what ListJobs shows); its
+whole state is read from the database when a call asks for that job, and the
+few most recently asked for are kept.
 
 When a job ends, its units end with it in the same transaction: a unit still
 running fails with a failed job (or is cancelled with a cancelled one), and a
@@ -46,6 +48,7 @@ from .jobs import (
     Event,
     EventFeed,
     Job,
+    JobBrief,
     JobNotFound,
     StorageError,
     UnitState,
@@ -69,6 +72,10 @@ DEFAULT_WINDOW_BYTES = 8 * 1024 * 1024
 # Released subscriptions remembered per job for ListSubscriptions; open ones
 # are always listed.
 DEFAULT_SUBSCRIPTION_HISTORY = 1024
+# Finished jobs whose whole state is kept after a call asked for them, besides
+# those that cannot be let go (open watches, a subscription history, an end
+# not yet written).
+DEFAULT_FINISHED_CACHE = 64
 _UNENDED = frozenset((PENDING, RUNNING))
 # What an event costs in memory besides its strings.
 _EVENT_OVERHEAD = 200
@@ -267,16 +274,20 @@ class JobStore:
         window_bytes: int = DEFAULT_WINDOW_BYTES,
         subscription_history: int = DEFAULT_SUBSCRIPTION_HISTORY,
         max_bytes: int | None = None,
+        finished_cache: int = DEFAULT_FINISHED_CACHE,
     ) -> None:
         """max_bytes caps the database's size: writes past it fail as on a
         full disk. subscription_history: released subscriptions remembered per
-        job (0: none)."""
+        job (0: none). finished_cache: finished jobs kept whole once read."""
         if event_window < 1:
             raise ValueError("event_window must be at least 1")
         if window_bytes < 1:
             raise ValueError("window_bytes must be at least 1")
         if subscription_history < 0:
             raise ValueError("subscription_history must not be negative")
+        if finished_cache < 1:
+            raise ValueError("finished_cache must be at least 1")
+        self._finished_cache = finished_cache
         self._clock_ns = clock_ns
         self._event_window = event_window
         self._window_bytes = window_bytes
@@ -293,19 +304,23 @@ class JobStore:
             # No event is added for the interruption, so a replay after the
             # restart is exactly what watchers saw before it (W17).
             self._log.fail_unfinished(INTERRUPTED_ERROR, clock_ns())
-            stored = self._log.load()
+            briefs = self._log.load()
         except BaseException:
             self._log.close()
             raise
-        # Insertion order is creation order.
-        self._jobs: dict[str, _JobState] = {
-            s.job.job_id: _JobState(s.job, s.units, s.last_sequence, subscription_history)
-            for s in stored
-        }
+        # Every job in creation order: a job not yet ended by its state, a
+        # finished one by its summary. Every stored job has ended by now
+        # (fail_unfinished).
+        self._jobs: dict[str, _JobState | JobBrief] = {b.job_id: b for b in briefs}
+        del briefs
         # The jobs not yet ended, in creation order: what Health counts and a
         # feature branch is looked up in, whatever the length of the history.
-        # Every stored job has ended by now (fail_unfinished).
         self._active: dict[str, _JobState] = {}
+        # Whole states of finished jobs, least recently asked for first.
+        # _cache_lock guards it and the hand-over of a job that ends; it is
+        # taken before a job's lock or _jobs_lock, never while one is held.
+        self._cache_lock = threading.Lock()
+        self._finished: collections.OrderedDict[str, _JobState] = collections.OrderedDict()
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -354,14 +369,59 @@ class JobStore:
     # -- jobs ----------------------------------------------------------------
 
     def _state(self, job_id: str) -> _JobState:
-        st = self._jobs.get(job_id)
-        if st is None:
+        entry = self._jobs.get(job_id)
+        if entry is None:
             raise JobNotFound(job_id)
-        return st
+        if type(entry) is _JobState:
+            return entry
+        return self._finished_state(job_id)
+
+    def _finished_state(self, job_id: str) -> _JobState:
+        """A finished job's whole state: kept, or read from the database."""
+        with self._cache_lock:
+            st = self._finished.get(job_id)
+            if st is not None:
+                self._finished.move_to_end(job_id)
+                return st
+        # Not under the lock: the read may wait on the disk. A job that ended
+        # in this run and whose end is not written yet is always kept.
+        stored = self._log.load_job(job_id)
+        if stored is None:
+            raise StorageError(f"job {job_id} is missing from the daemon's database")
+        st = _JobState(stored.job, stored.units, stored.last_sequence, self._history)
+        with self._cache_lock:
+            kept = self._finished.setdefault(job_id, st)  # another call's read stands
+            self._finished.move_to_end(job_id)
+            self._evict()
+        return kept
+
+    def _evict(self) -> None:
+        """Let go of the least recently asked-for finished jobs beyond the
+        cache's size that nothing holds. Called with _cache_lock held."""
+        excess = len(self._finished) - self._finished_cache
+        if excess <= 0:
+            return
+        let_go = []
+        for job_id, st in self._finished.items():
+            if not (st.open_feeds or st.history or job_id in self._unsaved):
+                let_go.append(job_id)
+                if len(let_go) == excess:
+                    break
+        for job_id in let_go:
+            del self._finished[job_id]
+            self._log.forget(job_id)
+
+    def _is_kept(self, st: _JobState) -> bool:
+        """Whether st is the job's state that calls find. Called with
+        _cache_lock held."""
+        return self._jobs.get(st.job_id) is st or self._finished.get(st.job_id) is st
 
     def _states(self) -> list[_JobState]:
+        """The jobs not yet ended and the finished ones kept whole."""
+        with self._cache_lock:
+            finished = list(self._finished.values())
         with self._jobs_lock:
-            return list(self._jobs.values())
+            return list(self._active.values()) + finished
 
     def create_job(
         self,
@@ -413,9 +473,14 @@ class JobStore:
                                 "from the database: %s", job_id, error)
                 raise JobUnwanted(job_id)
             state = _JobState(job, units, history=self._history)
-            with self._jobs_lock:
-                self._jobs[job_id] = state
-                if not state.terminal:
+            if state.terminal:  # created ended (the control service)
+                with self._cache_lock, self._jobs_lock:
+                    self._finished[job_id] = state
+                    self._jobs[job_id] = JobBrief.of(state.job)
+                    self._evict()
+            else:
+                with self._jobs_lock:
+                    self._jobs[job_id] = state
                     self._active[job_id] = state
         return state.job
 
@@ -471,6 +536,12 @@ class JobStore:
                     st.waiters.clear()
                     if not st.open_feeds:
                         st.drop_window()
+            if terminal:
+                # Kept whole until the cache lets it go; its summary stays.
+                with self._cache_lock, self._jobs_lock:
+                    self._finished[job_id] = st
+                    self._jobs[job_id] = JobBrief.of(job)
+                    self._evict()
         _call_all(wakes)
         return job
 
@@ -491,14 +562,26 @@ class JobStore:
         return self._state(job_id).job
 
     def list_jobs(self, statuses: Collection[str] = ()) -> list[Job]:
-        """Jobs in any of `statuses` (all if empty), newest first."""
+        """Jobs in any of `statuses` (all if empty), newest first, whole:
+        each finished job not kept is read from the database."""
         if isinstance(statuses, str):
             statuses = (statuses,)
-        for status in statuses:
-            _check_status(status)
-        wanted = frozenset(statuses)
-        jobs = [st.job for st in reversed(self._states())]
-        return [j for j in jobs if not wanted or j.status in wanted]
+        return [self._whole(brief.job_id) for brief in self.iter_summaries(statuses)]
+
+    def _whole(self, job_id: str) -> Job:
+        """get_job without keeping what it read: a listing of every job
+        leaves the cache as it was."""
+        entry = self._jobs[job_id]
+        if type(entry) is _JobState:
+            return entry.job
+        with self._cache_lock:
+            st = self._finished.get(job_id)
+        if st is not None:
+            return st.job
+        stored = self._log.load_job(job_id)
+        if stored is None:
+            raise StorageError(f"job {job_id} is missing from the daemon's database")
+        return dataclasses.replace(stored.job, units=tuple(stored.units))
 
     def active_jobs(self) -> list[Job]:
         """The jobs not yet ended, oldest first."""
@@ -508,20 +591,22 @@ class JobStore:
     def active_count(self) -> int:
         return len(self._active)
 
-    def iter_jobs(self, statuses: Collection[str] = ()) -> Iterator[Job]:
-        """list_jobs one job at a time, for a caller that may stop early."""
+    def iter_summaries(self, statuses: Collection[str] = ()) -> Iterator[JobBrief]:
+        """The summaries of the jobs in any of `statuses` (all if empty),
+        newest first, one at a time, for a caller that may stop early."""
         wanted = frozenset(statuses)
         for status in wanted:
             _check_status(status)
-        if wanted and wanted <= _UNENDED:
-            with self._jobs_lock:
-                states = list(self._active.values())
-        else:
-            states = self._states()
-        for st in reversed(states):
-            job = st.job
-            if not wanted or job.status in wanted:
-                yield job
+        entries: list[_JobState | JobBrief]
+        with self._jobs_lock:
+            if wanted and wanted <= _UNENDED:
+                entries = list(self._active.values())
+            else:
+                entries = list(self._jobs.values())
+        for entry in reversed(entries):
+            brief = JobBrief.of(entry.job) if isinstance(entry, _JobState) else entry
+            if not wanted or brief.status in wanted:
+                yield brief
 
     def find_active(self, repo_path: str, feature_branch: str) -> Job | None:
         """The newest non-terminal job for (repo_path, feature_branch), if any."""
@@ -628,16 +713,22 @@ class JobStore:
             raise ValueError("from_sequence must not be negative")
         if not callable(wake):
             raise TypeError("wake must be callable")
-        st = self._state(job_id)
-        feed = _Feed(self, st, from_sequence, wake, next(self._serials))
-        with st.lock:
-            if self._closed:
-                raise RuntimeError("job store is closed")
-            st.open_feeds[feed] = None
-            st.waiters.add(feed)
-            with self._count_lock:
-                self._open_count += 1
-        return feed, functools.partial(self._release, feed)
+        while True:
+            st = self._state(job_id)
+            with self._cache_lock:
+                # A finished job let go of meanwhile is read again: every
+                # open feed of a job is in the one state ListSubscriptions reads.
+                if not self._is_kept(st):
+                    continue
+                feed = _Feed(self, st, from_sequence, wake, next(self._serials))
+                with st.lock:
+                    if self._closed:
+                        raise RuntimeError("job store is closed")
+                    st.open_feeds[feed] = None
+                    st.waiters.add(feed)
+                    with self._count_lock:
+                        self._open_count += 1
+            return feed, functools.partial(self._release, feed)
 
     def _release(self, feed: _Feed) -> None:
         st = feed._st

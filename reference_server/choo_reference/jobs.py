@@ -62,6 +62,24 @@ class Job:
     units: tuple[UnitState, ...] = field(default_factory=tuple)
 
 
+@dataclass(slots=True)
+class JobBrief:
+    """What ListJobs shows of a job, and all that a finished job keeps in
+    the daemon's memory: the rest of it is read from the database when asked."""
+
+    job_id: str
+    status: str
+    feature_branch: str
+    started_at_ns: int
+    units_complete: int
+    units_total: int
+
+    @classmethod
+    def of(cls, job: Job) -> JobBrief:
+        return cls(job.job_id, job.status, job.feature_branch, job.started_at_ns,
+                   sum(1 for u in job.units if u.status == COMPLETED), len(job.units))
+
+
 def shorten(text: str, limit: int = 200) -> str:
     """Client-supplied text quoted in a message, cut to `limit` bytes of
     UTF-8. A status message travels percent-encoded in a trailer, which gRPC

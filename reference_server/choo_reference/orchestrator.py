@@ -24,6 +24,7 @@ from .jobs import (
     CANCELLED,
     RUNNING,
     Job,
+    JobBrief,
     StorageError,
     UnitState,
     is_terminal,
@@ -214,8 +215,8 @@ class Orchestrator:
     def active_count(self) -> int:
         return self.store.active_count()
 
-    def iter_jobs(self, statuses: Collection[str] = ()) -> Iterator[Job]:
-        return self.store.iter_jobs(statuses)
+    def iter_summaries(self, statuses: Collection[str] = ()) -> Iterator[JobBrief]:
+        return self.store.iter_summaries(statuses)
 
     def shutdown(self, wait_for_jobs: bool, timeout_s: float) -> int:
         """Let running jobs finish for up to timeout_s (when asked), then

@@ -22,7 +22,7 @@ from .convert import set_time
 from .jobs import (
     SHORTAGE_ERRNOS,
     STATUSES,
-    Job,
+    JobBrief,
     JobManager,
     JobNotFound,
     ResourceShortage,
@@ -227,11 +227,14 @@ class DaemonServicer(daemon_pb2_grpc.DaemonServiceServicer):
             )
         response = daemon_pb2.ListJobsResponse()
         size = 0
-        # One at a time where the job manager can: the listing stops at the
-        # response's size, however long the history.
-        listing = getattr(self.jobs, "iter_jobs", self.jobs.list_jobs)
-        for job in listing(tuple(request.status_filter)):
-            summary = _summary(job)
+        # Summaries, one at a time where the job manager can: the listing
+        # stops at the response's size, and no finished job is read whole.
+        statuses = tuple(request.status_filter)
+        listing = getattr(self.jobs, "iter_summaries", None)
+        briefs = (listing(statuses) if listing is not None
+                  else map(JobBrief.of, self.jobs.list_jobs(statuses)))
+        for brief in briefs:
+            summary = _summary(brief)
             size += summary.ByteSize() + 6  # its tag and length
             if size > MAX_RESPONSE_BYTES:
                 # The request cannot page: the newest jobs that fit, and a note.
@@ -266,13 +269,12 @@ class DaemonServicer(daemon_pb2_grpc.DaemonServiceServicer):
         )
 
 
-def _summary(job: Job) -> daemon_pb2.JobSummary:
+def _summary(brief: JobBrief) -> daemon_pb2.JobSummary:
     summary = daemon_pb2.JobSummary(
-        job_id=job.job_id, feature_branch=job.feature_branch, status=job.status,
-        units_complete=sum(1 for u in job.units if u.status == "completed"),
-        units_total=len(job.units),
+        job_id=brief.job_id, feature_branch=brief.feature_branch, status=brief.status,
+        units_complete=brief.units_complete, units_total=brief.units_total,
     )
-    _set_time(summary.started_at, job.started_at_ns)
+    _set_time(summary.started_at, brief.started_at_ns)
     return summary
 
 

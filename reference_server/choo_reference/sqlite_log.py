@@ -26,7 +26,17 @@ import urllib.parse
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from .jobs import CANCELLED, FAILED, PENDING, RUNNING, Event, Job, StorageError, UnitState
+from .jobs import (
+    CANCELLED,
+    FAILED,
+    PENDING,
+    RUNNING,
+    Event,
+    Job,
+    JobBrief,
+    StorageError,
+    UnitState,
+)
 
 log = logging.getLogger("choo-ref")
 
@@ -267,34 +277,54 @@ class SqliteLog:
 
     # -- loading -------------------------------------------------------------
 
-    def load(self) -> list[StoredJob]:
-        """Every job in creation order, with its units and last sequence."""
+    def load(self) -> list[JobBrief]:
+        """Every job's summary, in creation order. The rest of a job is read
+        by load_job when it is asked for."""
+        # Statuses are kept once for all jobs; a feature branch is most often
+        # a job's own, where interning would only cost more.
+        intern = sys.intern
         with self._transaction() as conn:
-            stored: dict[int, StoredJob] = {}
-            # The texts most jobs share (statuses, folders, branches, unit ids)
-            # are kept once, not once per job: a long history stays small.
-            intern = sys.intern
-            for (ord_, job_id, status, tasks_dir, target_branch, feature_branch, parallelism,
-                 repo_path, error, *times) in conn.execute(
-                "SELECT ord, job_id, status, tasks_dir, target_branch, feature_branch,"
-                " parallelism, repo_path, error, created_at_ns, started_at_ns, completed_at_ns"
+            # The unit counts are looked up by the units' key, job by job.
+            return [JobBrief(job_id, intern(status), feature_branch, started_at_ns,
+                             complete, total)
+                    for job_id, status, feature_branch, started_at_ns, complete, total
+                    in conn.execute(
+                "SELECT job_id, status, feature_branch, started_at_ns,"
+                " (SELECT COUNT(*) FROM units WHERE job=ord AND status='completed'),"
+                " (SELECT COUNT(*) FROM units WHERE job=ord)"
                 " FROM jobs ORDER BY ord"
-            ):
-                stored[ord_] = StoredJob(Job(
-                    job_id, intern(status), intern(tasks_dir), intern(target_branch),
-                    intern(feature_branch), parallelism, intern(repo_path), error, *times))
-                self._ords[job_id] = ord_
-            for ord_, unit_id, status, *counts in conn.execute(
-                "SELECT job, unit_id, status, tasks_complete, tasks_total, pr_number"
-                " FROM units ORDER BY job, position"
-            ):
-                stored[ord_].units.append(UnitState(intern(unit_id), intern(status), *counts))
-            # One look-up of the primary key per job, not a scan of every event.
-            for ord_, last in conn.execute(
-                "SELECT ord, (SELECT MAX(sequence) FROM events WHERE job=ord) FROM jobs"
-            ):
-                stored[ord_].last_sequence = last or 0
-        return list(stored.values())
+            )]
+
+    def load_job(self, job_id: str) -> StoredJob | None:
+        """One job with its units and last sequence, read apart from the
+        writer (a finished job no longer changes); None if there is none.
+        Nothing is interned: most of a job's texts are its own, and the
+        interned strings' table would only grow."""
+        conn = self._take_reader()
+        try:
+            row = conn.execute(
+                "SELECT ord, status, tasks_dir, target_branch, feature_branch, parallelism,"
+                " repo_path, error, created_at_ns, started_at_ns, completed_at_ns"
+                " FROM jobs WHERE job_id=?", (job_id,)).fetchone()
+            if row is None:
+                return None
+            stored = StoredJob(Job(job_id, *row[1:]))
+            stored.units = [UnitState(*unit) for unit in conn.execute(
+                "SELECT unit_id, status, tasks_complete, tasks_total, pr_number"
+                " FROM units WHERE job=? ORDER BY position", (row[0],))]
+            last = conn.execute("SELECT MAX(sequence) FROM events WHERE job=?",
+                                (row[0],)).fetchone()[0]
+            stored.last_sequence = last or 0
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot read the daemon's database {self._path}: {exc}") from None
+        finally:
+            self._give_back(conn)
+        return stored
+
+    def forget(self, job_id: str) -> None:
+        """Drop what is kept in memory of a finished job that is no longer
+        written (its key); reads find it by its id."""
+        self._ords.pop(job_id, None)
 
     def fail_unfinished(self, error: str, now_ns: int) -> int:
         """Mark every pending or running job failed, and its units as the job
@@ -435,13 +465,16 @@ class SqliteLog:
 
     def read(self, job_id: str, first: int, stop: int) -> list[Event]:
         """Events with first <= sequence < stop, in order."""
-        ord_ = self._ords[job_id]
+        ord_ = self._ords.get(job_id)
+        # The key of a job ended before the daemon started, or long ago, is
+        # not kept (forget): it is looked up by the job's id.
+        job = "?" if ord_ is not None else "(SELECT ord FROM jobs WHERE job_id=?)"
         conn = self._take_reader()
         try:
             rows = conn.execute(
                 "SELECT sequence, event_type, unit_id, payload_json, timestamp_ns FROM events"
-                " WHERE job=? AND sequence>=? AND sequence<? ORDER BY sequence",
-                (ord_, first, stop),
+                f" WHERE job={job} AND sequence>=? AND sequence<? ORDER BY sequence",
+                (job_id if ord_ is None else ord_, first, stop),
             ).fetchall()
         except sqlite3.Error as exc:
             raise StorageError(f"cannot read the daemon's database {self._path}: {exc}") from None

@@ -349,8 +349,8 @@ CATALOGUE = (
                  "                        self._active.pop(job_id, None)\n",
                  "                        pass\n"),)),
     Mutant("list-oldest-first", "ListJobs lists the oldest job first", ("R7",),
-           (Edit(f"{R}.job_store:JobStore.iter_jobs", "        for st in reversed(states):\n",
-                 "        for st in states:\n"),)),
+           (Edit(f"{R}.job_store:JobStore.iter_summaries", "        for entry in reversed(entries):\n",
+                 "        for entry in entries:\n"),)),
     # -- correct variants: the suite must fail none of their rules ------------------------
     Mutant("late-take-up", "every watch starts being served 0.3 s after it arrives (slow, not wrong)",
            ("W3", "W4", "W5", "W6", "W7", "W8", "W10", "W16"),
@@ -368,12 +368,16 @@ CATALOGUE = (
     Mutant("forgets-replaced-jobs", "a finished job is no longer listed once a newer job has started "
            "on its repository", ("R7",),
            (Edit(f"{R}.job_store:JobStore.list_jobs",
-                 "        jobs = [st.job for st in reversed(self._states())]\n",
+                 "        return [self._whole(brief.job_id) for brief in self.iter_summaries(statuses)]\n",
+                 "        for status in statuses:\n"
+                 "            _check_status(status)\n"
                  "        jobs, seen = [], set()\n"
-                 "        for st in reversed(self._states()):\n"
-                 "            if not (st.terminal and st.job.repo_path in seen):\n"
-                 "                jobs.append(st.job)\n"
-                 "            seen.add(st.job.repo_path)\n"),),
+                 "        for brief in self.iter_summaries():\n"
+                 "            job = self._whole(brief.job_id)\n"
+                 "            if not (is_terminal(job.status) and job.repo_path in seen):\n"
+                 "                jobs.append(job)\n"
+                 "            seen.add(job.repo_path)\n"
+                 "        return [j for j in jobs if not statuses or j.status in statuses]\n"),),
            stays_correct=True),
     Mutant("gc-heap-rhythm", "the daemon's memory swells with what it records and falls back at "
            "intervals, as a garbage-collected heap does, with no watcher's backlog in it",
