@@ -26,6 +26,20 @@ def _first_time() -> bool:
         return False
 
 
+def _reference_with(**wrappers):
+    """An implementation: the reference in process, with DaemonService
+    handlers replaced. Each wrapper gets the handler it replaces and the
+    instance, and returns the handler that takes its place."""
+    def daemon(data_dir):
+        instance = in_process.ReferenceInstance(data_dir)
+        servicer = instance.servicers[in_process.DAEMON_SERVICE]
+        for method, wrap in wrappers.items():
+            setattr(servicer, method, wrap(getattr(servicer, method), instance))
+        return instance
+
+    return SimpleNamespace(daemon=daemon, watch_servicer=in_process.watch_servicer)
+
+
 def _deaf_daemon(data_dir):
     """Hangs the pytest process where its own scenario clock cannot reach:
     SIGALRM is blocked in the main thread, which then waits for good."""
@@ -71,24 +85,18 @@ never_releases = SimpleNamespace(daemon=_never_releasing_daemon,
                                  watch_servicer=in_process.watch_servicer)
 
 
-def _late_shutdown_daemon(data_dir):
+def _late_shutdown(shutdown, instance):
     """Correct, but slow to begin shutting down: a Shutdown call that has
     not been answered may not have reached the daemon yet, so a Health
     call sent after it can still be answered healthy."""
-    instance = in_process.ReferenceInstance(data_dir)
-    daemon = instance.servicers[in_process.DAEMON_SERVICE]
-    shutdown = daemon.Shutdown
-
     def late(request, context):
         threading.Event().wait(0.5)
         return shutdown(request, context)
 
-    daemon.Shutdown = late
-    return instance
+    return late
 
 
-late_shutdown = SimpleNamespace(daemon=_late_shutdown_daemon,
-                                watch_servicer=in_process.watch_servicer)
+late_shutdown = _reference_with(Shutdown=_late_shutdown)
 
 
 def _late_second_watch_servicer(job_manager):
@@ -111,13 +119,10 @@ late_second_watch = SimpleNamespace(daemon=in_process.daemon,
                                     watch_servicer=_late_second_watch_servicer)
 
 
-def _stop_waiting_daemon(data_dir):
+def _answers_when_ended(stop, instance):
     """Correct, but a graceful StopJob answers only once the job's running
     commands have ended (R5 allows it): a client that waits for the answer
     before it lets the command end waits for ever."""
-    instance = in_process.ReferenceInstance(data_dir)
-    daemon = instance.servicers[in_process.DAEMON_SERVICE]
-    stop = daemon.StopJob
     orchestrator = instance.orchestrator
 
     def answers_when_ended(request, context):
@@ -129,12 +134,10 @@ def _stop_waiting_daemon(data_dir):
                 run.wait(60)
         return response
 
-    daemon.StopJob = answers_when_ended
-    return instance
+    return answers_when_ended
 
 
-stop_answers_when_commands_end = SimpleNamespace(daemon=_stop_waiting_daemon,
-                                                 watch_servicer=in_process.watch_servicer)
+stop_answers_when_commands_end = _reference_with(StopJob=_answers_when_ended)
 
 
 def _cancelled_at_once_daemon(data_dir):
@@ -166,44 +169,38 @@ cancelled_before_commands_end = SimpleNamespace(daemon=_cancelled_at_once_daemon
                                                 watch_servicer=in_process.watch_servicer)
 
 
-def _start_job_internal_daemon(data_dir):
+def _valid(request) -> bool:
+    return bool(request.tasks_dir and request.target_branch and request.repo_path
+                and request.parallelism >= 0)
+
+
+def _refuses(start, instance):
     """An upstream defect: every StartJob that passes validation answers
     INTERNAL. Every scenario that needs a started job is blocked by it."""
-    instance = in_process.ReferenceInstance(data_dir)
-    daemon = instance.servicers[in_process.DAEMON_SERVICE]
-    start = daemon.StartJob
-
     def refuses(request, context):
-        if request.tasks_dir and request.target_branch and request.repo_path and request.parallelism >= 0:
+        if _valid(request):
             context.abort(grpc.StatusCode.INTERNAL, "could not create the job's worktree")
         return start(request, context)
 
-    daemon.StartJob = refuses
-    return instance
+    return refuses
 
 
-start_job_internal = SimpleNamespace(daemon=_start_job_internal_daemon,
-                                     watch_servicer=in_process.watch_servicer)
+start_job_internal = _reference_with(StartJob=_refuses)
 
 
-def _idle_daemon(data_dir):
+def _never_runs(start, instance):
     """An upstream defect: StartJob answers a job that never runs a command
     (as with a parallelism of 0 taken for zero workers)."""
-    instance = in_process.ReferenceInstance(data_dir)
-    daemon = instance.servicers[in_process.DAEMON_SERVICE]
-    start = daemon.StartJob
     store = instance.orchestrator.store
 
     def never_runs(request, context):
-        if not (request.tasks_dir and request.target_branch and request.repo_path
-                and request.parallelism >= 0):
+        if not _valid(request):
             return start(request, context)
         job = store.create_job(tasks_dir=request.tasks_dir, target_branch=request.target_branch,
                                feature_branch=request.feature_branch, repo_path=request.repo_path)
         return daemon_pb2.StartJobResponse(job_id=job.job_id, status="running")
 
-    daemon.StartJob = never_runs
-    return instance
+    return never_runs
 
 
-no_unit_starts = SimpleNamespace(daemon=_idle_daemon, watch_servicer=in_process.watch_servicer)
+no_unit_starts = _reference_with(StartJob=_never_runs)
