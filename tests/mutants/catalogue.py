@@ -374,10 +374,14 @@ CATALOGUE = (
                  "        jobs, seen = [], set()\n"
                  "        for brief in self.iter_summaries():\n"
                  "            job = self._whole(brief.job_id)\n"
-                 "            if not (is_terminal(job.status) and job.repo_path in seen):\n"
+                 "            if not (is_terminal(job.status) and job.repo_path and job.repo_path in seen):\n"
                  "                jobs.append(job)\n"
                  "            seen.add(job.repo_path)\n"
-                 "        return [j for j in jobs if not statuses or j.status in statuses]\n"),),
+                 "        return [j for j in jobs if not statuses or j.status in statuses]\n"),
+            # ListJobs reads summaries, which hold no repository: it lists
+            # through list_jobs here, so that the forgetting shows.
+            Edit(f"{R}.servicer:DaemonServicer.ListJobs",
+                 'listing = getattr(self.jobs, "iter_summaries", None)', "listing = None")),
            stays_correct=True),
     Mutant("gc-heap-rhythm", "the daemon's memory swells with what it records and falls back at "
            "intervals, as a garbage-collected heap does, with no watcher's backlog in it",
