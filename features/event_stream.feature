@@ -144,8 +144,8 @@ Feature: A job's event stream: numbering, replay, live hand-over, durability
 
     Scenario: Watchers that join at many points of a fast stream each get every event once, in order
       Given a running job "job-13r" that has recorded 20 events
-      When the job "job-13r" starts recording 3200 more events in batches of 1 to 4
-      And 300 clients join job "job-13r" while it records, each from up to 12 events back, and take 40 events
+      When the job "job-13r" starts recording 2000 more events in batches of 1 to 4
+      And 180 clients join job "job-13r" while it records, each from up to 12 events back, and take 40 events
       And the job "job-13r" has recorded all of them and completes
       Then every one of those clients receives its events from where it joined, each once, in order
 
