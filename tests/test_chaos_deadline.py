@@ -53,18 +53,22 @@ class _Probe(DaemonServicer):
             self.returned.set()
 
 
+def _start_job(store, clock, request: daemon_pb2.StartJobRequest):
+    """StartJob with a 1 s deadline on the fake clock, through a servicer that
+    says when its handler has returned: (orchestrator, servicer, the call)."""
+    orchestrator = Orchestrator(store)
+    servicer = _Probe(orchestrator)
+    server = grpc_testing.server_from_dictionary({SERVICE: servicer}, clock)
+    rpc = server.invoke_unary_unary(SERVICE.methods_by_name["StartJob"], (), request, 1.0)
+    return orchestrator, servicer, rpc
+
+
 def test_no_job_is_created_for_a_call_whose_deadline_passed(tmp_path):
     tasks = write_tasks(tmp_path / "tasks", {"a": ([], ["true"])})
     clock = grpc_testing.strict_fake_time(time.time())
     with _SlowStore(tmp_path / "d.db") as store:
-        orchestrator = Orchestrator(store)
-        servicer = _Probe(orchestrator)
-        server = grpc_testing.server_from_dictionary({SERVICE: servicer}, clock)
-        rpc = server.invoke_unary_unary(
-            SERVICE.methods_by_name["StartJob"], (),
-            daemon_pb2.StartJobRequest(tasks_dir=str(tasks), target_branch="main",
-                                       feature_branch="feat", repo_path=str(tmp_path)),
-            1.0)
+        orchestrator, servicer, rpc = _start_job(store, clock, daemon_pb2.StartJobRequest(
+            tasks_dir=str(tasks), target_branch="main", feature_branch="feat", repo_path=str(tmp_path)))
         assert store.entered.wait(20)
         clock.sleep_for(2.0)  # the client's deadline passes while the call waits
         store.go.set()
@@ -144,14 +148,8 @@ def test_no_job_is_left_when_the_deadline_passes_at_any_stage(tmp_path, monkeypa
                             lambda log, *args, **kwargs: freeze(log, *args, **kwargs))
     clock = grpc_testing.strict_fake_time(time.time())
     with JobStore(tmp_path / "d.db") as store:
-        orchestrator = Orchestrator(store)
-        servicer = _Probe(orchestrator)
-        server = grpc_testing.server_from_dictionary({SERVICE: servicer}, clock)
-        rpc = server.invoke_unary_unary(
-            SERVICE.methods_by_name["StartJob"], (),
-            daemon_pb2.StartJobRequest(tasks_dir=str(tasks), target_branch="main",
-                                       repo_path=str(tmp_path)),
-            1.0)
+        orchestrator, servicer, rpc = _start_job(store, clock, daemon_pb2.StartJobRequest(
+            tasks_dir=str(tasks), target_branch="main", repo_path=str(tmp_path)))
         try:
             assert freeze.entered.wait(20)
             clock.sleep_for(8.0)  # frozen past the client's deadline
