@@ -4,6 +4,7 @@ stops the daemons it started with it, and says the run is over only then
 
 from __future__ import annotations
 
+import os
 import subprocess
 
 from choo_conformance import process
@@ -34,3 +35,14 @@ def test_kill_group_says_when_a_group_outlives_its_wait(monkeypatch):
     monkeypatch.setattr(process.os, "killpg", lambda pgid, signum: None)
     monkeypatch.setattr(process, "group_lives", lambda pgid: True)
     assert not kill_group(12345, wait_s=0.05)
+
+
+def test_a_daemon_that_never_serves_leaves_no_folder():
+    daemon = process.DaemonProcess("sh -c 'echo cannot start >&2; exit 3'")
+    try:
+        daemon.start(timeout=5)
+    except process.DaemonNeverHealthy as error:
+        assert "cannot start" in str(error)
+    else:
+        raise AssertionError("a daemon that exits at once was taken as serving")
+    assert not os.path.exists(daemon.folder)

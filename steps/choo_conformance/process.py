@@ -82,12 +82,18 @@ class DaemonProcess:
         return self.proc
 
     def start(self, timeout: float = STARTUP_TIMEOUT_S) -> DaemonProcess:
+        first = self.proc is None
         self.launch()
         if not self.wait_healthy(timeout):
             self.kill()
-            raise DaemonNeverHealthy(
+            failure = DaemonNeverHealthy(
                 f"the daemon did not answer Health on {self.address} within {timeout:.0f} s "
                 f"(command: {shlex.join(self.argv)}); its output:\n{self.log_tail()}")
+            if first and self.owns_folder:
+                # Nobody holds a daemon that never served: its folder would
+                # be left in /tmp. A restart keeps its data, for the caller.
+                remove_folder(self.folder)
+            raise failure
         return self
 
     def wait_healthy(self, timeout: float) -> bool:
