@@ -132,10 +132,6 @@ def record(service: str, method: str, request, call) -> Entry:
     return entry
 
 
-def entries() -> list[Entry]:
-    return list(_entries)
-
-
 def story(limit: int = 6) -> list[str]:
     """The scenario's last calls, oldest first, a line each."""
     shown = _entries[-limit:]

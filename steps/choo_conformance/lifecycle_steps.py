@@ -167,31 +167,28 @@ def _last_job(world) -> str:
     return jobs.started[-1]
 
 
-# A precondition the daemon already failed to meet in this run by running
-# out its whole wait (a job that never runs a command, say): later scenarios
-# that wait for the same are blocked by the same cause, and wait only this
-# long, so that one upstream defect does not cost every scenario the whole
-# wait. A daemon that met it once in time keeps the whole wait.
+# The one precondition the suite's set-ups share: a job StartJob accepted
+# makes progress (runs its commands, ends). Once a daemon has failed it in
+# this run by running out its whole wait (its jobs never run a command,
+# say), later waits for it get only PATIENCE_AFTER_A_MISS_S: the scenarios
+# are blocked by the same cause, and one upstream defect does not cost
+# every one of them the whole wait. A daemon that met it in time keeps the
+# whole wait.
 PATIENCE_AFTER_A_MISS_S = 0.5
-_missed: set[str] = set()
-
-
-# The one precondition so far: a started job makes progress (runs its
-# commands, ends). A daemon whose jobs never run fails it everywhere.
-JOB_PROGRESS = "a started job to make progress"
 NO_PROGRESS = ("a job StartJob accepted made no progress: its command never started, or it never "
                "reached the status the scenario needs")
+_progress_missed = [False]
 
 
-def patience(precondition: str = JOB_PROGRESS, timeout: float = EVENTUALLY) -> float:
-    return min(timeout, PATIENCE_AFTER_A_MISS_S) if precondition in _missed else timeout
+def patience(timeout: float = EVENTUALLY) -> float:
+    return min(timeout, PATIENCE_AFTER_A_MISS_S) if _progress_missed[0] else timeout
 
 
-def waited(timeout: float, precondition: str = JOB_PROGRESS) -> str:
-    """Notes a wait that ran out; says how long it was and why."""
-    _missed.add(precondition)
-    return (f"waited {timeout:g} s" + (f", as {precondition} had not come in time before in this "
-                                       "run" if timeout <= PATIENCE_AFTER_A_MISS_S else ""))
+def waited(timeout: float) -> str:
+    """Notes a wait for progress that ran out; says how long it was and why."""
+    _progress_missed[0] = True
+    return (f"waited {timeout:g} s" + (", as a started job to make progress had not come in time "
+                                       "before in this run" if timeout <= PATIENCE_AFTER_A_MISS_S else ""))
 
 
 # What a job's wait allows for each command it runs, beyond EVENTUALLY.
