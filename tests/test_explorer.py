@@ -155,3 +155,37 @@ def test_it_finds_events_renumbered_on_replay():
 ])
 def test_it_finds_mutants_of_the_reference(name, rules):
     assert_found(explore(mutant(name), 30, "--explore-shrink", "30"), rules)
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    kids.append(int(entry.name))
+            except (OSError, ValueError):
+                continue
+    return kids
+
+
+def test_an_explorer_stopped_with_sigterm_stops_its_daemon_first():
+    from choo_conformance.process import group_lives
+    from choo_conformance.wait import wait_until
+
+    explorer = subprocess.Popen(
+        [sys.executable, "-m", "choo_conformance.cli", "--explore", "120", "--seed", "1",
+         "--server-cmd", REFERENCE], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        # Its daemon runs in a process group of its own, which a SIGTERM to
+        # the explorer does not reach.
+        assert wait_until(lambda: _children(explorer.pid), 30, 0.05), "the explorer started no daemon"
+        daemons = _children(explorer.pid)
+        explorer.terminate()
+        assert explorer.wait(30) == 128 + 15
+        assert not any(group_lives(pid) for pid in daemons), "the explorer's daemon outlived it"
+    finally:
+        if explorer.poll() is None:
+            explorer.kill()
+            explorer.wait()

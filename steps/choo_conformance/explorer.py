@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import json
 import random
+import signal
 import threading
 import time
 import traceback
@@ -38,7 +39,7 @@ from . import watch_loop
 from .contract import CANCELLED, COMPLETED, FAILED, RUNNING, TERMINAL, names_field
 from .daemon_target import CALL_DEADLINE_S, timestamp_ns
 from .explore_report import Counterexample, Line, report
-from .process import RECONNECT_PROMPTLY, DaemonNeverHealthy, DaemonProcess
+from .process import RECONNECT_PROMPTLY, DaemonNeverHealthy, DaemonProcess, exit_on_sigterm
 from .profiles import serves_control
 from .remote import WATCH_CHANNEL_OPTIONS, RemoteWatch
 from .stream import OK, Status
@@ -856,6 +857,7 @@ def explore(server_cmd: str, seconds: float, seed: int | None = None, env: dict[
     session = Session(server_cmd, seconds, seed, seconds if shrink_seconds is None else shrink_seconds,
                       env)
     say(f"== exploring `{server_cmd}` for {seconds:g} s, seed {seed} (again: --seed {seed})")
+    previous_signal = signal.signal(signal.SIGTERM, exit_on_sigterm)
     try:
         try:
             session.process.start()
@@ -890,6 +892,7 @@ def explore(server_cmd: str, seconds: float, seed: int | None = None, env: dict[
                 raise
     finally:
         session.process.close()
+        signal.signal(signal.SIGTERM, previous_signal)
     took = time.monotonic() - session.started
     example = session.shortest()
     if example is not None:

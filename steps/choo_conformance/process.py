@@ -185,6 +185,13 @@ class DaemonProcess:
             return ""
 
 
+def exit_on_sigterm(signum, frame):
+    """A SIGTERM handler: leave through SystemExit, so that the finally
+    clauses stop the daemons this process started (they live in process
+    groups of their own, which the signal does not reach)."""
+    raise SystemExit(128 + signum)
+
+
 def remove_folder(path: str) -> None:
     shutil.rmtree(path, ignore_errors=True)
 

@@ -35,7 +35,7 @@ from . import profiles, report
 from .environment import Settings
 from .known_lists import ListError, PatternList
 from .limits import DEFAULT_SCENARIO_TIMEOUT_S, teardown_grace
-from .process import DaemonNeverHealthy, DaemonProcess, kill_group, remove_folder
+from .process import DaemonNeverHealthy, DaemonProcess, exit_on_sigterm, kill_group, remove_folder
 from .progress import ProgressReader, remove
 from .results import (
     EXIT_NO_VERDICT,
@@ -414,7 +414,7 @@ def _run(options: Options) -> int:
         _say(report.rule_line(rule, options.rerun))
 
     run = _Run(options, report_dir, rule_finished)
-    previous_signal = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    previous_signal = signal.signal(signal.SIGTERM, exit_on_sigterm)
     try:
         run.run_process()
         if not run.collected:
@@ -484,10 +484,6 @@ def _retry_flaky(run: _Run, known_flaky: PatternList) -> None:
         if not again:
             return
         run.run_process(nodeids=again)
-
-
-def _exit_on_sigterm(signum, frame):
-    raise SystemExit(128 + signum)  # the finally clauses stop what the run started
 
 
 def _log_tail(path: Path, limit: int = 3000) -> str:
