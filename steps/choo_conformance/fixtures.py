@@ -165,12 +165,12 @@ def daemon(request, tmp_path):
             own_process.close()
     assert not problems, "; ".join(problems)
     shared = daemon.process if own_process is None and isinstance(daemon, RemoteDaemon) else None
-    if shared is not None and not shared.wait_healthy(STILL_HEALTHY_S):
+    if shared is not None and not shared.wait_healthy(STILL_HEALTHY_S) and not shared.running():
         # It died while the suite cleaned up after the scenario (stopping its
         # jobs): this scenario's, not the next one's.
-        tail = shared.log_tail(1500).rstrip().splitlines()[-8:]
         raise AssertionError(f"the daemon {shared.how_it_ended()} while the scenario was cleaned up "
-                             "(its jobs stopped); the end of its output: " + " | ".join(tail))
+                             "(its jobs stopped); the end of its output: "
+                             + " | ".join(shared.last_lines(8)))
 
 
 __all__ = ["EVENTUALLY", "PROMPTLY", "World", "event_fields", "events_from_table",

@@ -63,12 +63,16 @@ class Entry:
         if status is not None and self.answered is None:
             self.answered, self.status = time.monotonic(), status
 
+    def refresh(self) -> None:
+        """Notes an answer that came meanwhile, unread by any step."""
+        if self.status is None and self.method != "WatchJob":
+            self.note(self.call.result(0)[1])
+
     def describe(self) -> str:
         head = f"{self.method} {request_summary(self.request)}"
         if self.method == "WatchJob":
             return f"{head} -> {_watch_outcome(self.call)}"
-        if self.status is None:
-            self.note(self.call.result(0)[1])  # answered meanwhile, unread by any step
+        self.refresh()
         answered = self.answered
         if self.status is None or answered is None:
             return f"{head} -> no answer after {time.monotonic() - self.started:.1f} s"
@@ -77,12 +81,14 @@ class Entry:
         return f"{head} -> {status_text(self.status)} after {answered - self.started:.2f} s{asked}"
 
     def grpcurl(self, address: str) -> str | None:
-        """The same call with grpcurl, for a unary call of DaemonService over a
-        Unix socket."""
+        """The same call with grpcurl, for a unary call over a Unix socket, with
+        the .proto file its request comes from (DaemonService's or the
+        control service's)."""
         if self.method == "WatchJob" or not address.startswith("unix:"):
             return None
         body = json_format.MessageToJson(self.request, indent=None, preserving_proto_field_name=True)
-        return (f"grpcurl -plaintext -unix -import-path {PROTO_ROOT} -proto choo/v1/daemon.proto "
+        proto = self.request.DESCRIPTOR.file.name
+        return (f"grpcurl -plaintext -unix -import-path {PROTO_ROOT} -proto {proto} "
                 f"-d '{body}' {address.removeprefix('unix://').removeprefix('unix:')} "
                 f"{self.service}/{self.method}")
 
@@ -146,7 +152,7 @@ def last_failed_unary() -> Entry | None:
     for entry in reversed(_entries):
         if entry.method == "WatchJob":
             continue
-        entry.describe()
+        entry.refresh()
         if entry.status is None or entry.status.code != grpc.StatusCode.OK:
             return entry
     return None

@@ -314,9 +314,9 @@ def _daemon_died(item, target) -> tuple[str, list[str]] | None:
         return None
     if any(item.get_closest_marker(tag) for tag in ("ends_daemon", "restarts_daemon")):
         return None
-    tail = process.log_tail(1500).rstrip().splitlines()[-12:]
-    return process.how_it_ended(), [f"the daemon {process.how_it_ended()}; the end of its output:",
-                                    *[f"  | {line}" for line in tail]]
+    ended = process.how_it_ended()
+    return ended, [f"the daemon {ended}; the end of its output:",
+                   *[f"  | {line}" for line in process.last_lines(12)]]
 
 
 def _answers_health(target) -> bool:
@@ -334,7 +334,13 @@ def _failure(report) -> str:
     crash = getattr(report.longrepr, "reprcrash", None)
     message = crash.message if crash is not None else str(report.longrepr)
     # An assertion's message is the explanation; its type is not.
-    return message.strip().removeprefix("AssertionError: ").split("\nassert ", 1)[0]
+    return _said(message.strip().removeprefix("AssertionError: "))
+
+
+def _said(message: str) -> str:
+    """An assertion's own words, without the expression pytest's rewriting
+    appends to them."""
+    return message.split("\nassert ", 1)[0].strip()
 
 
 def explanation(error: BaseException | None) -> tuple[str, str]:
@@ -342,8 +348,7 @@ def explanation(error: BaseException | None) -> tuple[str, str]:
     suite's own code meeting an answer it did not expect) the Python detail,
     which is never the explanation."""
     if isinstance(error, (AssertionError, ScenarioTimeout)):
-        text = str(error).split("\nassert ", 1)[0].strip()
-        return (text or "an expectation was not met"), ""
+        return (_said(str(error)) or "an expectation was not met"), ""
     if error is None:
         return "it failed", ""
     where = ""

@@ -175,6 +175,10 @@ class DaemonProcess:
             if self.owns_folder:
                 remove_folder(self.folder)
 
+    def last_lines(self, count: int) -> list[str]:
+        """The last lines of its output: what a daemon said before it ended."""
+        return self.log_tail(1500).rstrip().splitlines()[-count:]
+
     def log_tail(self, limit: int = 4000) -> str:
         try:
             with open(self.log_path, "rb") as log:

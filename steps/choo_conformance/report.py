@@ -84,10 +84,16 @@ def rule_line(rule: RuleResult, rerun: Rerun | None = None) -> str:
     return line
 
 
+def _why(scenario: ScenarioResult) -> str:
+    """A blocked scenario's cause: the precondition it names, or its detail
+    less the step."""
+    return scenario.cause or scenario.detail.split(": ", 1)[-1]
+
+
 def cause_of(scenario: ScenarioResult) -> str:
     """What a blocked scenario's failure says, without the scenario's own
     ids, paths and numbers: scenarios blocked by one defect share it."""
-    why = scenario.cause or scenario.detail.split(": ", 1)[-1]
+    why = _why(scenario)
     why = re.sub(r"\([^()]*\)", "", why)  # how long it waited, and the like
     why = re.sub(r"'[^']*'|\"[^\"]*\"", "'...'", why)
     why = re.sub(r"\b[0-9a-f]{8,}\b|\b\w*\d[\w.-]*\b|/\S+", "#", why)
@@ -106,7 +112,7 @@ def blocked_groups(rules: list[RuleResult]) -> list[tuple[str, list[str], Scenar
         ids, _ = groups.setdefault(cause_of(scenario), ([], scenario))
         ids.append(rule.rule.id)
     ordered = sorted(groups.values(), key=lambda group: -len(group[0]))
-    return [(first.cause or first.detail.split(": ", 1)[-1], ids, first) for ids, first in ordered]
+    return [(_why(first), ids, first) for ids, first in ordered]
 
 
 def first_things(rules: list[RuleResult], rerun: Rerun | None = None) -> list[str]:
