@@ -5,13 +5,18 @@ server interceptor):
   answered INVALID_ARGUMENT, naming the message and what is wrong, with one
   log line; grpc alone answers UNKNOWN and logs a traceback (R10);
 - once the daemon has answered Shutdown and is going away, every new call is
-  UNAVAILABLE "daemon is shutting down", never CANCELLED (R11).
+  UNAVAILABLE "daemon is shutting down", never CANCELLED (R11);
+- it counts the calls it let through that have not ended, so that the
+  daemon, going away, can let them end (the Shutdown call's own answer
+  among them) before it ends its clients' connections.
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
+import threading
 
 import grpc
 
@@ -48,9 +53,49 @@ def _lenient(deserialize):
     return decode
 
 
-def _refuse_undecodable(behavior, method: str):
-    """behavior, answering an _Undecodable request INVALID_ARGUMENT; a
-    coroutine, an async generator or a plain function as behavior is."""
+class _OpenCalls:
+    """How many calls let through have not ended. A call is counted from
+    its handler's first step to the moment grpc has sent its status (the
+    context's done callback, run on the event loop); a plain handler starts
+    on a thread of the pool, hence the lock."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open = 0
+        # Set once none is open, by whichever thread ends the last one.
+        self._none_open: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
+
+    def enter(self, context) -> None:
+        with self._lock:
+            self._open += 1
+        done = getattr(context, "add_done_callback", None) or context.add_callback
+        done(self._leave)
+
+    def _leave(self, *_context) -> None:
+        with self._lock:
+            self._open -= 1
+            if self._open == 0 and self._none_open is not None:
+                loop, none_open = self._none_open
+                loop.call_soon_threadsafe(none_open.set)
+
+    async def wait_for_none(self, timeout_s: float) -> bool:
+        """Whether every call let through ended within timeout_s."""
+        with self._lock:
+            if self._open == 0:
+                return True
+            none_open = asyncio.Event()
+            self._none_open = (asyncio.get_running_loop(), none_open)
+        try:
+            await asyncio.wait_for(none_open.wait(), timeout_s)
+            return True
+        except TimeoutError:
+            return False
+
+
+def _refuse_undecodable(behavior, method: str, calls: _OpenCalls):
+    """behavior, answering an _Undecodable request INVALID_ARGUMENT and
+    counted among the open calls; a coroutine, an async generator or a
+    plain function as behavior is."""
 
     def refusal(request) -> str | None:
         if not isinstance(request, _Undecodable):
@@ -60,6 +105,7 @@ def _refuse_undecodable(behavior, method: str):
 
     if inspect.isasyncgenfunction(behavior):
         async def guarded_stream(request, context):
+            calls.enter(context)
             message = refusal(request)
             if message is not None:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
@@ -68,6 +114,7 @@ def _refuse_undecodable(behavior, method: str):
         return guarded_stream
     if inspect.iscoroutinefunction(behavior):
         async def guarded_coroutine(request, context):
+            calls.enter(context)
             message = refusal(request)
             if message is not None:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
@@ -75,6 +122,7 @@ def _refuse_undecodable(behavior, method: str):
         return guarded_coroutine
 
     def guarded(request, context):  # run on the server's thread pool
+        calls.enter(context)
         message = refusal(request)
         if message is not None:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
@@ -82,17 +130,20 @@ def _refuse_undecodable(behavior, method: str):
     return guarded
 
 
-def _decode_guarded(method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+def _decode_guarded(method: str, handler: grpc.RpcMethodHandler,
+                    calls: _OpenCalls) -> grpc.RpcMethodHandler:
     if handler.request_streaming or handler.request_deserializer is None:
-        return handler  # a stream's messages are the servicer's to judge
+        # A stream's messages are the servicer's to judge; such a call (server
+        # reflection's) is not counted: at the end its connection ends it.
+        return handler
     deserialize = _lenient(handler.request_deserializer)
     if handler.response_streaming:
         return grpc.unary_stream_rpc_method_handler(
-            _refuse_undecodable(handler.unary_stream, method),
+            _refuse_undecodable(handler.unary_stream, method, calls),
             request_deserializer=deserialize,
             response_serializer=handler.response_serializer)
     return grpc.unary_unary_rpc_method_handler(
-        _refuse_undecodable(handler.unary_unary, method),
+        _refuse_undecodable(handler.unary_unary, method, calls),
         request_deserializer=deserialize,
         response_serializer=handler.response_serializer)
 
@@ -116,6 +167,7 @@ def _refusing(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
 class CallGuard(grpc.aio.ServerInterceptor):
     def __init__(self) -> None:
         self._closed = False
+        self.open_calls = _OpenCalls()
         # method -> (the handler as registered, the guarded one), built once.
         self._guarded: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
@@ -132,6 +184,6 @@ class CallGuard(grpc.aio.ServerInterceptor):
         method = handler_call_details.method
         known = self._guarded.get(method)
         if known is None or known[0] is not handler:
-            known = (handler, _decode_guarded(method, handler))
+            known = (handler, _decode_guarded(method, handler, self.open_calls))
             self._guarded[method] = known
         return known[1]

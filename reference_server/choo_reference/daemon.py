@@ -35,6 +35,7 @@ from choo.v1 import daemon_pb2
 
 from . import __version__
 from .call_guard import CallGuard
+from .connections import end_client_connections
 from .files import (
     Created,
     DatabaseLock,
@@ -327,9 +328,24 @@ class _Daemon:
         # From here every new call is UNAVAILABLE; calls in flight (the
         # Shutdown answer) get STOP_GRACE_S to finish.
         self.guard.close()
-        await server.stop(STOP_GRACE_S)
+        await self._end_connections()
+        await server.stop(None)
         for task in list(self._tasks):
             await task
+
+    async def _end_connections(self) -> None:
+        """End every client's connection, so that grpc's server, stopping
+        after, has no call left to cancel: a call it cancels is CANCELLED
+        for its client, a connection that ends makes each call on it
+        UNAVAILABLE (R11). The socket's name goes first: no connection can
+        come after the last has been ended."""
+        problem = remove_socket(self.socket_path)
+        if problem:
+            log.warning("%s", problem)
+        if not await self.guard.open_calls.wait_for_none(STOP_GRACE_S):
+            log.info("calls still open after %.0f s are ended with their connections",
+                     STOP_GRACE_S)
+        end_client_connections(self.socket_path)
 
     # -- the files choo's own CLI looks for -------------------------------------------
     # choo's CLI finds a running daemon by ~/.choo/daemon.pid and shows
