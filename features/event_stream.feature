@@ -149,6 +149,35 @@ Feature: A job's event stream: numbering, replay, live hand-over, durability
       And the job "job-13r" has recorded all of them and completes
       Then every one of those clients receives its events from where it joined, each once, in order
 
+    # In process, the suite records events in the watch's own thread at each
+    # point of its hand-over (the seam's checkpoints): before it subscribes,
+    # once it has subscribed, once it has read a page of history from storage,
+    # once it has read everything and is about to wait for more. The race the
+    # scenario above makes likely is made certain here.
+    @checkpoints
+    Scenario Outline: Events recorded at any point of a new watch's hand-over reach it once, in order
+      Given a running job "job-13c" that has recorded 300 events
+      And the job "job-13c" will record <count> more events when a new watch of it is at "<point>"
+      When a client watches job "job-13c" from sequence <from>
+      And the watch has passed "<point>" with those events recorded
+      And the client has received <received> events, those recorded at the checkpoint within 2 seconds
+      And the job "job-13c" records 5 more events and completes
+      Then the client receives sequences <expected> and the watch ends OK
+
+      Examples:
+        | point              | count | from | received | expected |
+        | before-subscribe   | 1     | 0    | 301      | 1-306    |
+        | before-subscribe   | 200   | 0    | 500      | 1-505    |
+        | before-subscribe   | 1     | 301  | 1        | 301-306  |
+        | after-subscribe    | 1     | 0    | 301      | 1-306    |
+        | after-subscribe    | 200   | 0    | 500      | 1-505    |
+        | after-subscribe    | 1     | 301  | 1        | 301-306  |
+        | after-history-read | 1     | 0    | 301      | 1-306    |
+        | after-history-read | 200   | 0    | 500      | 1-505    |
+        | caught-up          | 1     | 0    | 301      | 1-306    |
+        | caught-up          | 200   | 0    | 500      | 1-505    |
+        | caught-up          | 1     | 301  | 1        | 301-306  |
+
   @W14
   Rule: W14 A watcher gets every event up to the job's last, then OK
 

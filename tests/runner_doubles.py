@@ -204,3 +204,36 @@ def _never_runs(start, instance):
 
 
 no_unit_starts = _reference_with(StartJob=_never_runs)
+
+
+class _WithoutCheckpoints:
+    """The reference in process, offering no checkpoints (they are optional)."""
+
+    def __init__(self, data_dir) -> None:
+        self._instance = in_process.ReferenceInstance(data_dir)
+        self.servicers = self._instance.servicers
+        self.crash = self._instance.crash
+        self.close = self._instance.close
+
+
+without_checkpoints = SimpleNamespace(daemon=_WithoutCheckpoints,
+                                      watch_servicer=in_process.watch_servicer)
+
+
+class _DeafCheckpoints:
+    """Lists every point, and never runs what is asked of them."""
+
+    points = frozenset({"before-subscribe", "after-subscribe", "after-history-read", "caught-up"})
+
+    def at(self, point, action) -> None:
+        pass
+
+
+def _deaf_checkpoints_daemon(data_dir):
+    instance = in_process.ReferenceInstance(data_dir)
+    instance.checkpoints = _DeafCheckpoints()
+    return instance
+
+
+checkpoints_never_reached = SimpleNamespace(daemon=_deaf_checkpoints_daemon,
+                                            watch_servicer=in_process.watch_servicer)

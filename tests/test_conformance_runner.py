@@ -292,3 +292,30 @@ def test_the_run_time_limit_fails_the_scenario_it_stops_and_lists_the_rest(tmp_p
     assert verdict.rules == {"W9": "FAIL", "W11": "NOT RUN"}
     applicable = [s["verdict"] for s in verdict.results["scenarios"] if s["verdict"] != "N/A"]
     assert applicable.count("FAIL") == 1 and set(applicable) == {"FAIL", "NOT RUN"}
+
+
+@pytest.mark.long
+def test_checkpoints_an_implementation_lacks_make_their_examples_not_applicable(tmp_path):
+    # The seam's checkpoints are optional: without them W13 is judged by
+    # its other scenarios, and the report says why the examples did not apply.
+    verdict = conformance(tmp_path, "--rules", "W13", "--implementation",
+                          "tests.runner_doubles:without_checkpoints")
+    assert verdict.code == 0, verdict.output()
+    assert verdict.rules == {"W13": "PASS"}
+    scenarios = [s for s in verdict.results["scenarios"] if "hand-over reach it" in s["scenario"]]
+    assert scenarios and all(s["verdict"] == "N/A" for s in scenarios), scenarios
+    assert all("offers no checkpoints" in s["detail"] for s in scenarios), scenarios
+
+
+@pytest.mark.slow
+@pytest.mark.long
+def test_a_listed_checkpoint_the_watch_never_passes_leaves_w13_undecided(tmp_path):
+    # An implementation that lists a point and never runs what is asked of
+    # it has not been checked there: no verdict, never a pass.
+    verdict = conformance(tmp_path, "--rules", "W13", "--scenario", "*point=caught-up*",
+                          "--implementation", "tests.runner_doubles:checkpoints_never_reached")
+    assert verdict.code == 2, verdict.output()
+    assert verdict.rules == {"W13": "SKIP"}
+    skipped = [s for s in verdict.results["scenarios"] if s["verdict"] == "SKIP"]
+    assert len(skipped) == 3, verdict.results["scenarios"]
+    assert all("did not pass the checkpoint 'caught-up'" in s["detail"] for s in skipped), skipped

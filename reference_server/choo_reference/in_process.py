@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from choo.conformance.v1 import control_pb2
 from choo.v1 import daemon_pb2
 
+from .checkpoints import Checkpoints
 from .control import ConformanceControlServicer
 from .job_store import JobStore
 from .jobs import JobManager
@@ -25,11 +26,22 @@ DAEMON_SERVICE = daemon_pb2.DESCRIPTOR.services_by_name["DaemonService"].full_na
 CONTROL_SERVICE = control_pb2.DESCRIPTOR.services_by_name["ConformanceControl"].full_name
 
 
+# Events a job keeps in memory, in process: small, so that a watch of a job
+# of a few hundred events reads its start from the database and then hands
+# over to the events in memory, the hand-over the suite's checkpoints script
+# (the daemon keeps 16,384).
+EVENT_WINDOW = 64
+
+
 class ReferenceInstance:
-    """The daemon's parts on one database file, without the socket."""
+    """The daemon's parts on one database file, without the socket; its
+    `checkpoints` are the points of a watch's hand-over where the suite may
+    act (checkpoints.py)."""
 
     def __init__(self, data_dir: str | os.PathLike[str], store: JobStore | None = None) -> None:
-        self.store = store if store is not None else JobStore(database(data_dir))
+        self.store = store if store is not None else JobStore(
+            database(data_dir), event_window=EVENT_WINDOW, checkpoints=Checkpoints())
+        self.checkpoints = self.store.checkpoints
         self.orchestrator = Orchestrator(self.store)
         self.shutdown = ShutdownSignal()
         self._servicers = {

@@ -39,6 +39,14 @@ import time
 import uuid
 from collections.abc import Callable, Collection, Iterator, Sequence
 
+from .checkpoints import (
+    AFTER_HISTORY_READ,
+    AFTER_SUBSCRIBE,
+    BEFORE_SUBSCRIBE,
+    CAUGHT_UP,
+    NO_CHECKPOINTS,
+    Checkpoints,
+)
 from .jobs import (
     CANCELLED,
     FAILED,
@@ -222,6 +230,14 @@ class _Feed:
     def read(self, limit: int) -> Sequence[Event] | None:
         if limit < 1:
             raise ValueError("limit must be at least 1")
+        events = self._take(limit)
+        if events == [] and self._open:
+            # Caught up: every event recorded so far has been read, and the
+            # feed is among the job's waiters; the watch waits for a wake next.
+            self._store.checkpoints.reached(CAUGHT_UP)
+        return events
+
+    def _take(self, limit: int) -> Sequence[Event] | None:
         st = self._st
         with st.lock:
             if not self._open:
@@ -248,6 +264,9 @@ class _Feed:
             if not self._open:  # the store was closed under this read
                 return []
             raise
+        # Events recorded from here to the lock may move the window on: the
+        # cursor moves by the page read, whatever the window did.
+        self._store.checkpoints.reached(AFTER_HISTORY_READ)
         with st.lock:
             if not self._open:
                 return []
@@ -275,10 +294,13 @@ class JobStore:
         subscription_history: int = DEFAULT_SUBSCRIPTION_HISTORY,
         max_bytes: int | None = None,
         finished_cache: int = DEFAULT_FINISHED_CACHE,
+        checkpoints: Checkpoints = NO_CHECKPOINTS,
     ) -> None:
         """max_bytes caps the database's size: writes past it fail as on a
         full disk. subscription_history: released subscriptions remembered per
-        job (0: none). finished_cache: finished jobs kept whole once read."""
+        job (0: none). finished_cache: finished jobs kept whole once read.
+        checkpoints: the points of a watch's hand-over where a test may act
+        (checkpoints.py)."""
         if event_window < 1:
             raise ValueError("event_window must be at least 1")
         if window_bytes < 1:
@@ -288,6 +310,7 @@ class JobStore:
         if finished_cache < 1:
             raise ValueError("finished_cache must be at least 1")
         self._finished_cache = finished_cache
+        self.checkpoints = checkpoints
         self._clock_ns = clock_ns
         self._event_window = event_window
         self._window_bytes = window_bytes
@@ -713,6 +736,7 @@ class JobStore:
             raise ValueError("from_sequence must not be negative")
         if not callable(wake):
             raise TypeError("wake must be callable")
+        self.checkpoints.reached(BEFORE_SUBSCRIBE)
         while True:
             st = self._state(job_id)
             with self._cache_lock:
@@ -728,6 +752,7 @@ class JobStore:
                     st.waiters.add(feed)
                     with self._count_lock:
                         self._open_count += 1
+            self.checkpoints.reached(AFTER_SUBSCRIBE)
             return feed, functools.partial(self._release, feed)
 
     def _release(self, feed: _Feed) -> None:

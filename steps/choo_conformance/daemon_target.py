@@ -24,6 +24,7 @@ from choo.v1 import daemon_pb2
 
 from . import journal
 from .contract import CONTROL_SERVICE, DAEMON_SERVICE
+from .seam import Checkpoints
 from .stream import ReceivedStream, Status
 from .wait import ASKS_THE_DAEMON, wait_until
 
@@ -122,6 +123,11 @@ class DaemonTarget:
     def restart(self) -> list[str]:
         """Stop as a crash would and start again on the same data."""
         raise NotImplementedError
+
+    def checkpoints(self) -> Checkpoints | None:
+        """The points of a watch's hand-over where the suite can act, if
+        the implementation offers them (in process only; seam.py)."""
+        return None
 
     # -- the client side ----------------------------------------------------------
 

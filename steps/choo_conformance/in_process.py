@@ -25,7 +25,7 @@ from choo.v1 import daemon_pb2
 
 from .contract import CONTROL_SERVICE, DAEMON_SERVICE
 from .daemon_target import WATCH_DEADLINE_S, DaemonTarget, Watch
-from .seam import Implementation, JobManager
+from .seam import Checkpoints, Implementation, JobManager
 from .stream import OK, Status
 
 CALL_ID_KEY = "conformance-call-id"
@@ -298,6 +298,9 @@ class InProcessDaemon(DaemonTarget):
 
     def handler(self, call: WatchCall) -> HandlerRecord | None:
         return self.server.handler(call)
+
+    def checkpoints(self) -> Checkpoints | None:
+        return getattr(self.instance, "checkpoints", None)
 
     def reopen(self) -> bool:
         problems = self.server.close()

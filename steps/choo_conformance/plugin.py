@@ -22,6 +22,7 @@ from .daemon_target import SetupError
 from .limits import DEFAULT_SCENARIO_TIMEOUT_S, scenario_limit, teardown_grace
 from .profiles import PROFILES
 from .progress import ProgressWriter
+from .results import NOT_APPLICABLE, NOT_APPLICABLE_MARK
 from .rules import FEATURES
 from .scenario_info import ScenarioInfo, scenario_info
 from .seam import DEFAULT_IMPLEMENTATION
@@ -33,6 +34,7 @@ pytest_plugins = [
     "choo_conformance.lifecycle_steps",
     "choo_conformance.black_box_steps",
     "choo_conformance.fidelity_steps",
+    "choo_conformance.handover_steps",
 ]
 
 
@@ -98,6 +100,9 @@ def not_applicable(info: ScenarioInfo, config) -> str | None:
     if "scripted" in tags and remote:
         return ("in process only: it drives the servicer with the suite's scripted job "
                 "manager, which exists only in process")
+    if "checkpoints" in tags and remote:
+        return ("in process only: it records events at points inside the implementation's "
+                "watch (the seam's checkpoints), which no channel reaches")
     if "daemon_capacity" in tags and not remote:
         return ("over a channel only: it checks a daemon process's capacity; grpc_testing "
                 "gives every call a thread of its own, so in process it would measure the harness")
@@ -276,9 +281,14 @@ class _Suite:
             report.nodeid, {"outcome": "passed", "detail": "", "duration_s": 0.0})
         record["duration_s"] += report.duration
         if report.skipped and record["outcome"] == "passed":
-            record["outcome"] = "skipped"
             reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
-            record["detail"] = reason.removeprefix("Skipped: ")
+            reason = reason.removeprefix("Skipped: ")
+            if reason.startswith(NOT_APPLICABLE_MARK):
+                record["outcome"] = NOT_APPLICABLE
+                record["detail"] = reason.removeprefix(NOT_APPLICABLE_MARK)
+            else:
+                record["outcome"] = "skipped"
+                record["detail"] = reason
         elif report.failed and record["outcome"] not in ("failed", "blocked"):
             story = self.stories.pop(report.nodeid, None)
             if story is not None:

@@ -198,7 +198,7 @@ def write_summary(path: Path, run: RunInfo, rules: list[RuleResult],
 
     na = [s for s in scenarios if s.verdict == NA]
     if na:
-        lines += ["", "## Not applicable in this mode and profile", ""]
+        lines += ["", "## Not applicable in this mode and profile, or to this implementation", ""]
         for s in na:
             lines.append(f"- {','.join(s.info.rules) or '-'} `{s.info.key}`: {one_line(s.detail)}")
 

@@ -16,6 +16,10 @@ from .scenario_info import ScenarioInfo, rule_order
 PASSED, FAILED, SKIPPED = "passed", "failed", "skipped"
 BLOCKED_OUTCOME = "blocked"  # its set-up (a Given, or a precondition) could not be built
 NOT_APPLICABLE = "not applicable"  # by design, in this mode or profile
+# How a step says, as it runs, that its scenario does not apply: the
+# implementation lacks something optional the scenario needs (a skip whose
+# reason starts with this is reported not applicable, not skipped).
+NOT_APPLICABLE_MARK = "not applicable: "
 NOT_RUN = "not run"  # the run ended (--timeout) before it
 
 # Verdicts.

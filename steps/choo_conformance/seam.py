@@ -14,6 +14,11 @@ implementation is run in process with `--implementation MODULE[:OBJECT]`.
         (nothing closed or flushed that a real crash would not flush); the
         suite then calls daemon(data_dir) again on the same directory (W17).
 
+        An instance MAY also offer `checkpoints`, the points of a new
+        watch's hand-over from recorded history to live events where the
+        suite runs an action in the watch's own thread before it goes on
+        (the W13 scenarios tagged @checkpoints; see Checkpoints below).
+
     watch_servicer(job_manager) -> (DaemonService servicer, begin_shutdown)
         A servicer whose WatchJob runs on the suite's scripted job manager
         (the role of the original Go tests' mockJobManager), and the call that
@@ -24,7 +29,7 @@ implementation is run in process with `--implementation MODULE[:OBJECT]`.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -70,6 +75,30 @@ class JobManager(Protocol):
 
     def subscribe(self, job_id: str, from_sequence: int,
                   wake: Callable[[], None]) -> tuple[EventFeed, Callable[[], None]]: ...
+
+
+# The points of a new watch's hand-over, whatever order an implementation
+# takes its two steps in (reading what the job has recorded, subscribing to
+# what it records next). An event recorded at any of them must still reach
+# the watch once, in order (W13).
+BEFORE_SUBSCRIBE = "before-subscribe"  # request checked, job found; not subscribed
+AFTER_SUBSCRIBE = "after-subscribe"  # subscribed: every event recorded from now reaches it
+AFTER_HISTORY_READ = "after-history-read"  # read a page of history from storage; next step not taken
+CAUGHT_UP = "caught-up"  # read everything recorded so far; not yet waiting for the next event
+CHECKPOINTS = (BEFORE_SUBSCRIBE, AFTER_SUBSCRIBE, AFTER_HISTORY_READ, CAUGHT_UP)
+
+
+class Checkpoints(Protocol):
+    """Offered by an in-process instance as `checkpoints` (optional)."""
+
+    @property
+    def points(self) -> Collection[str]:
+        """Which of CHECKPOINTS this implementation's watches pass."""
+
+    def at(self, point: str, action: Callable[[], None]) -> None:
+        """Run action once, in the thread of the next watch that reaches
+        point, holding no lock of the implementation's: the action records
+        events through the control service and returns."""
 
 
 class Implementation(Protocol):

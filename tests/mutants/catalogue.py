@@ -69,6 +69,46 @@ _UNCACHED = Edit(f"{R}.convert:event_to_wire", "    entry = _wire.get(key)\n",
 # Where a watch starts being served; the same text on both paths.
 _SERVED_FROM = "    try:\n        if not admit(jobs, shutdown, request):\n            return\n"
 
+# A watch's catch-up from the page of history it read (the lines of
+# _Feed.read from the end of the page to its return), and its subscription
+# (JobStore.subscribe from the checkpoint before it to the feed's joining):
+# each edit of a function is one replacement.
+_CATCH_UP = """            stop = min(cursor + limit, base)
+        # Behind the memory window: these events are committed and never
+        # change, so they can be read without the lock.
+        try:
+            batch = self._store._log.read(st.job_id, cursor, stop)
+        except RuntimeError:
+            if not self._open:  # the store was closed under this read
+                return []
+            raise
+        # Events recorded from here to the lock may move the window on: the
+        # cursor moves by the page read, whatever the window did.
+        self._store.checkpoints.reached(AFTER_HISTORY_READ)
+        with st.lock:
+            if not self._open:
+                return []
+            if self._cursor != cursor:
+                # Another thread read this feed meanwhile; its result stands.
+                return []
+            self._cursor = cursor + len(batch)
+        return batch
+"""
+_SUBSCRIBING = """        self.checkpoints.reached(BEFORE_SUBSCRIBE)
+        while True:
+            st = self._state(job_id)
+            with self._cache_lock:
+                # A finished job let go of meanwhile is read again: every
+                # open feed of a job is in the one state ListSubscriptions reads.
+                if not self._is_kept(st):
+                    continue
+                feed = _Feed(self, st, from_sequence, wake, next(self._serials))
+                with st.lock:
+                    if self._closed:
+                        raise RuntimeError("job store is closed")
+                    st.open_feeds[feed] = None
+"""
+
 CATALOGUE = (
     # -- the seed's rows ---------------------------------------------------------------
     Mutant("empty-id-looked-up", "an empty job_id is looked up instead of refused", ("W1",),
@@ -133,7 +173,7 @@ CATALOGUE = (
                  "self._cursor = from_sequence + 1"),)),
     Mutant("payload-dropped-on-replay", "events replayed from the database lose their payload",
            ("W12", "W17"),
-           (Edit(f"{R}.job_store:_Feed.read", "            batch = self._store._log.read(st.job_id, cursor, stop)\n",
+           (Edit(f"{R}.job_store:_Feed._take", "            batch = self._store._log.read(st.job_id, cursor, stop)\n",
                  "            batch = [__import__('dataclasses').replace(e, payload_json='{}')\n"
                  "                     for e in self._store._log.read(st.job_id, cursor, stop)]\n"),)),
     Mutant("no-timestamp", "events are sent without their timestamp", ("W3", "W12"),
@@ -147,7 +187,7 @@ CATALOGUE = (
     # -- the event log and its watchers ----------------------------------------------------
     Mutant("window-skip-ahead", "a watcher behind the in-memory window skips ahead to it",
            ("W12", "W14", "W15"),
-           (Edit(f"{R}.job_store:_Feed.read", "            base = st.window_base\n",
+           (Edit(f"{R}.job_store:_Feed._take", "            base = st.window_base\n",
                  "            base = st.window_base\n            cursor = max(cursor, base)\n"),),
            tags="volume"),
     Mutant("terminal-stops-after-batch", "a watch ends once the job is terminal, after the batch in hand",
@@ -171,7 +211,7 @@ CATALOGUE = (
                  "        self._shut()\n"))),
     Mutant("per-watcher-ring", "each watcher keeps only the newest 16,384 events it has not read",
            ("W15",),
-           (Edit(f"{R}.job_store:_Feed.read", "            base = st.window_base\n",
+           (Edit(f"{R}.job_store:_Feed._take", "            base = st.window_base\n",
                  "            base = st.window_base\n"
                  "            if st.last_seq - cursor >= 16384:\n"
                  "                cursor = self._cursor = st.last_seq - 16383\n"),),
@@ -184,7 +224,7 @@ CATALOGUE = (
                  "                for f in st.open_feeds:\n"
                  "                    q = self.__dict__.setdefault('_queues', {}).setdefault(id(f), [])\n"
                  "                    q.extend(to_message(e) for e in events)\n"),
-            Edit(f"{R}.job_store:_Feed.read", "                self._cursor = cursor + len(batch)\n"
+            Edit(f"{R}.job_store:_Feed._take", "                self._cursor = cursor + len(batch)\n"
                  "                return batch\n",
                  "                self._cursor = cursor + len(batch)\n"
                  "                q = self._store.__dict__.get('_queues', {}).get(id(self))\n"
@@ -194,7 +234,7 @@ CATALOGUE = (
            paths=(DAEMON,), tags="daemon_process"),
     Mutant("backlog-read-whole", "a watcher behind the memory window reads its whole backlog in "
            "one go instead of a page at a time", ("W15",),
-           (Edit(f"{R}.job_store:_Feed.read", "            stop = min(cursor + limit, base)\n",
+           (Edit(f"{R}.job_store:_Feed._take", "            stop = min(cursor + limit, base)\n",
                  "            stop = base\n"),),
            paths=(DAEMON,), tags="daemon_process"),
     Mutant("recorder-blocks-when-full", "recording waits while a watcher's buffer of 1,024 is full",
@@ -205,7 +245,7 @@ CATALOGUE = (
                  "            first = st.last_seq + 1\n"),)),
     Mutant("handover-gap", "a watcher that catches up joins live from the newest event, after a "
            "thread switch: what was recorded meanwhile is lost", ("W13",),
-           (Edit(f"{R}.job_store:_Feed.read", "            if cursor > st.last_seq:\n"
+           (Edit(f"{R}.job_store:_Feed._take", "            if cursor > st.last_seq:\n"
                  "                if st.terminal:\n",
                  "            if cursor > st.last_seq and not st.terminal:\n"
                  "                st.lock.release()\n"
@@ -216,7 +256,7 @@ CATALOGUE = (
                  "                if st.terminal:\n"),)),
     Mutant("handover-duplicate", "a watcher that catches up while an event arrives gets the last "
            "event again", ("W13",),
-           (Edit(f"{R}.job_store:_Feed.read", "            if cursor > st.last_seq:\n"
+           (Edit(f"{R}.job_store:_Feed._take", "            if cursor > st.last_seq:\n"
                  "                if st.terminal:\n",
                  "            if cursor > st.last_seq and not st.terminal:\n"
                  "                seen = st.last_seq\n"
@@ -227,6 +267,52 @@ CATALOGUE = (
                  "                    self._cursor = cursor = cursor - 1\n"
                  "            if cursor > st.last_seq:\n"
                  "                if st.terminal:\n"),)),
+    # The hand-over at the points the in-process checkpoints script (W13): each
+    # goes wrong only when an event is recorded at one point of a new watch.
+    Mutant("catch-up-joins-moved-window", "a watch whose page of history reached the events in "
+           "memory goes on where they now start: what the window dropped meanwhile is lost",
+           ("W13",),
+           (Edit(f"{R}.job_store:_Feed._take",
+                 "            self._cursor = cursor + len(batch)\n        return batch\n",
+                 "            self._cursor = (st.window_base if cursor + len(batch) == base < st.window_base\n"
+                 "                            else cursor + len(batch))\n"
+                 "        return batch\n"),),
+           paths=(IN_PROCESS,)),
+    Mutant("catch-up-steps-back", "a watch that read a page of history while more was recorded "
+           "steps back one event to be sure: the page's last event comes twice", ("W13",),
+           (Edit(f"{R}.job_store:_Feed._take", _CATCH_UP,
+                 _CATCH_UP.replace("            stop = min(cursor + limit, base)\n",
+                                   "            stop = min(cursor + limit, base)\n"
+                                   "            seen = st.last_seq\n")
+                 .replace("            self._cursor = cursor + len(batch)\n        return batch\n",
+                          "            self._cursor = cursor + len(batch) - (st.last_seq != seen)\n"
+                          "        return batch\n")),),
+           paths=(IN_PROCESS,)),
+    Mutant("nothing-to-replay-starts-live", "a watch that had nothing to replay when it arrived "
+           "starts at the live end as it is when it subscribes: what came in between is lost",
+           ("W13",),
+           (Edit(f"{R}.job_store:JobStore.subscribe", _SUBSCRIBING,
+                 "        seen = self._state(job_id).last_seq\n"
+                 + _SUBSCRIBING.replace(
+                     "                    st.open_feeds[feed] = None\n",
+                     "                    if from_sequence > seen:\n"
+                     "                        feed._cursor = max(feed._cursor, st.last_seq + 1)\n"
+                     "                    st.open_feeds[feed] = None\n")),),
+           paths=(IN_PROCESS,)),
+    Mutant("wake-cleared-after-read", "a watch clears its wake-up after reading instead of "
+           "before: an event recorded in between waits for the next one to be seen", ("W13",),
+           (Edit(f"{R}.watch:_stream",
+                 "            watch.wake.clear()\n"
+                 "            try:\n"
+                 "                events = feed.read(READ_BATCH)\n"
+                 "            except StorageError as error:\n"
+                 "                context.abort(grpc.StatusCode.UNAVAILABLE, unreadable(job_id, error))\n",
+                 "            try:\n"
+                 "                events = feed.read(READ_BATCH)\n"
+                 "            except StorageError as error:\n"
+                 "                context.abort(grpc.StatusCode.UNAVAILABLE, unreadable(job_id, error))\n"
+                 "            watch.wake.clear()\n"),),
+           paths=(IN_PROCESS,)),
     # -- defects nobody had listed: payloads, concurrency, wake-ups, the edges ----------------
     Mutant("payload-reserialized-on-read", "payloads read back from the database are JSON "
            "re-serialized (spacing, key order and escapes change)", ("W17",),
@@ -269,7 +355,7 @@ CATALOGUE = (
                  "            st.waiters.clear()\n"),)),
     Mutant("past-the-end-ends-at-once", "a watch of a running job from beyond its last event but "
            "one ends at once instead of waiting", ("W10",),
-           (Edit(f"{R}.job_store:_Feed.read", "            if cursor > st.last_seq:\n"
+           (Edit(f"{R}.job_store:_Feed._take", "            if cursor > st.last_seq:\n"
                  "                if st.terminal:\n",
                  "            if cursor > st.last_seq:\n"
                  "                if st.terminal or cursor > st.last_seq + 1:\n"),)),
