@@ -209,6 +209,19 @@ def test_skipped_rules_make_the_run_non_zero_unless_allowed(tmp_path):
         daemon.close()
 
 
+def _described(pids: list[int]) -> str:
+    """Each process: its state, parent and command line, to tell whose it was."""
+    lines = []
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            lines.append(f"pid {pid} state {stat[0]} parent {stat[1]} group {stat[2]}: {command}")
+        except OSError:
+            lines.append(f"pid {pid}: gone")
+    return "\n".join(lines)
+
+
 def _daemons_left(marker: str) -> list[int]:
     pids = []
     for entry in Path("/proc").iterdir():
@@ -263,7 +276,11 @@ def test_a_run_stopped_at_its_time_limit_leaves_no_daemon_and_no_folder(tmp_path
                           "--tags", "not volume", "--timeout", "15", timeout=120)
     assert verdict.code == 1, verdict.output()
     assert "the run's time limit of 15 s ran out" in verdict.output()
-    assert wait_until(lambda: not _daemons_left(marker), 10), "a daemon outlived the run"
+    assert wait_until(lambda: not _daemons_left(marker), 10), (
+        f"a daemon outlived the run:\n{_described(_daemons_left(marker))}\n"
+        f"{verdict.output()[-1500:]}\nprogress:\n"
+        + "\n".join(line for line in (tmp_path / "report" / "progress.jsonl").read_text().splitlines()
+                    if '"daemon"' in line or '"started"' in line or '"finished"' in line))
     databases, left = daemon_folders_left(started)
     assert len(databases) >= 2, databases  # the profile's probe, and the suite's
     assert not left, f"the run left the folders of these databases: {left}"

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from tests.mutants.catalogue import BLACK_BOX, BY_NAME, CATALOGUE, DAEMON, IN_PROCESS, Mutant
-from tests.mutants.edit import Edit, StaleEdit
+from tests.mutants.edit import _EDITED_SOURCE, Edit, StaleEdit
 from tests.mutants.harness import run_one
 
 
@@ -31,6 +31,24 @@ def test_a_mutant_whose_later_edit_is_stale_leaves_nothing_applied():
                      Edit("choo_reference.watch:client_gone", "text that is nowhere", "")))
     with pytest.raises(StaleEdit):
         mutant.apply()
+    assert watch.admit is before
+
+
+def test_two_edits_of_one_function_both_apply_and_both_come_undone():
+    from choo_reference import watch
+
+    before = watch.admit
+    mutant = Mutant("two-in-one", "two edits of admit", ("W1",),
+                    (Edit("choo_reference.watch:admit", "    if not job_id:\n", "    if False:\n"),
+                     Edit("choo_reference.watch:admit", "    if request.from_sequence < 0:\n",
+                          "    if False:\n")))
+    undo = mutant.apply()
+    try:
+        assert watch.admit is not before
+        source = _EDITED_SOURCE[watch.admit]
+        assert "if not job_id" not in source and "from_sequence < 0" not in source
+    finally:
+        undo()
     assert watch.admit is before
 
 

@@ -69,46 +69,6 @@ _UNCACHED = Edit(f"{R}.convert:event_to_wire", "    entry = _wire.get(key)\n",
 # Where a watch starts being served; the same text on both paths.
 _SERVED_FROM = "    try:\n        if not admit(jobs, shutdown, request):\n            return\n"
 
-# A watch's catch-up from the page of history it read (the lines of
-# _Feed.read from the end of the page to its return), and its subscription
-# (JobStore.subscribe from the checkpoint before it to the feed's joining):
-# each edit of a function is one replacement.
-_CATCH_UP = """            stop = min(cursor + limit, base)
-        # Behind the memory window: these events are committed and never
-        # change, so they can be read without the lock.
-        try:
-            batch = self._store._log.read(st.job_id, cursor, stop)
-        except RuntimeError:
-            if not self._open:  # the store was closed under this read
-                return []
-            raise
-        # Events recorded from here to the lock may move the window on: the
-        # cursor moves by the page read, whatever the window did.
-        self._store.checkpoints.reached(AFTER_HISTORY_READ)
-        with st.lock:
-            if not self._open:
-                return []
-            if self._cursor != cursor:
-                # Another thread read this feed meanwhile; its result stands.
-                return []
-            self._cursor = cursor + len(batch)
-        return batch
-"""
-_SUBSCRIBING = """        self.checkpoints.reached(BEFORE_SUBSCRIBE)
-        while True:
-            st = self._state(job_id)
-            with self._cache_lock:
-                # A finished job let go of meanwhile is read again: every
-                # open feed of a job is in the one state ListSubscriptions reads.
-                if not self._is_kept(st):
-                    continue
-                feed = _Feed(self, st, from_sequence, wake, next(self._serials))
-                with st.lock:
-                    if self._closed:
-                        raise RuntimeError("job store is closed")
-                    st.open_feeds[feed] = None
-"""
-
 CATALOGUE = (
     # -- the seed's rows ---------------------------------------------------------------
     Mutant("empty-id-looked-up", "an empty job_id is looked up instead of refused", ("W1",),
@@ -280,24 +240,24 @@ CATALOGUE = (
            paths=(IN_PROCESS,)),
     Mutant("catch-up-steps-back", "a watch that read a page of history while more was recorded "
            "steps back one event to be sure: the page's last event comes twice", ("W13",),
-           (Edit(f"{R}.job_store:_Feed._take", _CATCH_UP,
-                 _CATCH_UP.replace("            stop = min(cursor + limit, base)\n",
-                                   "            stop = min(cursor + limit, base)\n"
-                                   "            seen = st.last_seq\n")
-                 .replace("            self._cursor = cursor + len(batch)\n        return batch\n",
-                          "            self._cursor = cursor + len(batch) - (st.last_seq != seen)\n"
-                          "        return batch\n")),),
+           (Edit(f"{R}.job_store:_Feed._take", "            stop = min(cursor + limit, base)\n",
+                 "            stop = min(cursor + limit, base)\n"
+                 "            seen = st.last_seq\n"),
+            Edit(f"{R}.job_store:_Feed._take",
+                 "            self._cursor = cursor + len(batch)\n        return batch\n",
+                 "            self._cursor = cursor + len(batch) - (st.last_seq != seen)\n"
+                 "        return batch\n")),
            paths=(IN_PROCESS,)),
     Mutant("nothing-to-replay-starts-live", "a watch that had nothing to replay when it arrived "
            "starts at the live end as it is when it subscribes: what came in between is lost",
            ("W13",),
-           (Edit(f"{R}.job_store:JobStore.subscribe", _SUBSCRIBING,
+           (Edit(f"{R}.job_store:JobStore.subscribe", "        self.checkpoints.reached(BEFORE_SUBSCRIBE)\n",
                  "        seen = self._state(job_id).last_seq\n"
-                 + _SUBSCRIBING.replace(
-                     "                    st.open_feeds[feed] = None\n",
-                     "                    if from_sequence > seen:\n"
-                     "                        feed._cursor = max(feed._cursor, st.last_seq + 1)\n"
-                     "                    st.open_feeds[feed] = None\n")),),
+                 "        self.checkpoints.reached(BEFORE_SUBSCRIBE)\n"),
+            Edit(f"{R}.job_store:JobStore.subscribe", "                    st.open_feeds[feed] = None\n",
+                 "                    if from_sequence > seen:\n"
+                 "                        feed._cursor = max(feed._cursor, st.last_seq + 1)\n"
+                 "                    st.open_feeds[feed] = None\n")),
            paths=(IN_PROCESS,)),
     Mutant("wake-cleared-after-read", "a watch clears its wake-up after reading instead of "
            "before: an event recorded in between waits for the next one to be seen", ("W13",),

@@ -16,6 +16,11 @@ class StaleEdit(Exception):
     pass
 
 
+# The source of each function an edit compiled: inspect cannot find it, and
+# a second edit of the same function starts from it.
+_EDITED_SOURCE: dict[Callable, str] = {}
+
+
 @dataclass(frozen=True)
 class Edit:
     target: str  # "module:Qualified.name"
@@ -35,7 +40,7 @@ class Edit:
         function = inspect.unwrap(function)
         # As it stands in the file, so that edits are written with the
         # indentation a reader sees there.
-        source = inspect.getsource(function)
+        source = _EDITED_SOURCE.get(function) or inspect.getsource(function)
         found = source.count(self.old)
         if found != 1:
             raise StaleEdit(f"{self.target}: the text to replace occurs {found} times, not once: "
@@ -47,10 +52,10 @@ class Edit:
         # the class leaks into the module.
         namespace = vars(module) if owner is module else dict(vars(module))
         edited = source.replace(self.old, self.new)
-        if edited[:1].isspace():  # a method: compile it inside a block
-            edited = "if True:\n" + edited
-        exec(compile(edited, f"<mutant of {self.target}>", "exec"), namespace)
+        block = "if True:\n" + edited if edited[:1].isspace() else edited  # a method: in a block
+        exec(compile(block, f"<mutant of {self.target}>", "exec"), namespace)
         replacement = namespace[name]
+        _EDITED_SOURCE[inspect.unwrap(replacement)] = edited
         if isinstance(original, staticmethod) and not isinstance(replacement, staticmethod):
             replacement = staticmethod(replacement)
         places = [(owner, name)]
