@@ -259,6 +259,11 @@ CATALOGUE = (
                  "                        feed._cursor = max(feed._cursor, st.last_seq + 1)\n"
                  "                    st.open_feeds[feed] = None\n")),
            paths=(IN_PROCESS,)),
+    Mutant("window-trimmed-one-too-far", "trimming the events kept in memory drops one more than "
+           "it counts: the window then starts one event later than it says", ("W13",),
+           (Edit(f"{R}.job_store:JobStore._trim", "        del st.window[:cut]\n",
+                 "        del st.window[:cut + 1]\n"),),
+           paths=(IN_PROCESS,), tags="checkpoints"),
     Mutant("wake-cleared-after-read", "a watch clears its wake-up after reading instead of "
            "before: an event recorded in between waits for the next one to be seen", ("W13",),
            (Edit(f"{R}.watch:_stream",
