@@ -14,6 +14,7 @@ from types import SimpleNamespace
 import grpc
 
 from choo.v1 import daemon_pb2
+from choo_conformance.seam import CHECKPOINTS
 from choo_reference import in_process
 from choo_reference.job_store import JobStore
 
@@ -223,7 +224,7 @@ without_checkpoints = SimpleNamespace(daemon=_WithoutCheckpoints,
 class _DeafCheckpoints:
     """Lists every point, and never runs what is asked of them."""
 
-    points = frozenset({"before-subscribe", "after-subscribe", "after-history-read", "caught-up"})
+    points = frozenset(CHECKPOINTS)
 
     def at(self, point, action) -> None:
         pass
