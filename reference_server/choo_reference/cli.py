@@ -20,6 +20,7 @@ if _SIGINT_BEFORE is signal.default_int_handler:
 
 import argparse  # noqa: E402
 import math  # noqa: E402
+from collections.abc import Callable  # noqa: E402
 from typing import Any  # noqa: E402
 
 from . import __version__  # noqa: E402
@@ -237,26 +238,24 @@ def _client_command(command):
 INT32_MAX = 2**31 - 1
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    if value > INT32_MAX:
-        raise argparse.ArgumentTypeError(f"must be at most {INT32_MAX}, got {value}")
-    return value
+def _whole_number(least: int, most: int | None = None) -> Callable[[str], int]:
+    """An argparse type: a whole number from least up to most."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"must be {least} or more, got {value}")
+        if most is not None and value > most:
+            raise argparse.ArgumentTypeError(f"must be at most {most}, got {value}")
+        return value
+
+    return parse
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
-    return value
+_non_negative_int = _whole_number(0, INT32_MAX)  # an int32 field of a request
+_positive_int = _whole_number(1)
 
 
 def _positive_float(text: str) -> float:
