@@ -20,6 +20,7 @@ the daemon happens to use.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -29,7 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -444,6 +445,24 @@ def write_results(out: Path, plan: Plan, facts: dict, results: dict, table_rows:
               "is missing (pip install -e '.[bench]')")
 
 
+@contextlib.contextmanager
+def _work_folder(prefix: str, processes: Processes, what: str) -> Iterator[Path]:
+    """A folder in /tmp for a run's files: every process stopped at the
+    end, the folder removed if the run went through, kept (and named, as
+    holding `what`) if it failed."""
+    work = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    ok = False
+    try:
+        yield work
+        ok = True
+    finally:
+        processes.stop_all()
+        if ok:
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            print(f"the run failed; {what} kept in {work}", file=sys.stderr)
+
+
 def _terminate(signum, frame) -> None:
     # Raising here unwinds through the finally blocks that stop every process.
     raise SystemExit(128 + signum)
@@ -457,22 +476,13 @@ def verdict_only(out: Path) -> int:
     signal.signal(signal.SIGTERM, _terminate)
     started = time.monotonic()
     processes = Processes(Placement.from_args(None, None))
-    work = Path(tempfile.mkdtemp(prefix="cb-verdict-", dir="/tmp"))
-    ok = False
-    try:
+    with _work_folder("cb-verdict-", processes, "its output") as work:
         print("in-process conformance suite", flush=True)
         suite = scenarios.suite(processes, work)
         print(f"  {suite['seconds']:.2f} s wall (best of "
               f"{', '.join(f'{x:.2f}' for x in suite['runs_s'])} s): {suite['summary']}", flush=True)
         print("suite verdict time", flush=True)
         results = verdict.measure(processes, work, in_process=suite)
-        ok = True
-    finally:
-        processes.stop_all()
-        if ok:
-            shutil.rmtree(work, ignore_errors=True)
-        else:
-            print(f"the run failed; its output kept in {work}", file=sys.stderr)
     elapsed = time.monotonic() - started
     table_rows = verdict.rows(results)
     print()
@@ -523,19 +533,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminate)
     started = time.monotonic()
     processes = Processes(placement)
-    work = Path(tempfile.mkdtemp(prefix="cb-run-", dir="/tmp"))
-    ok = False
-    try:
+    with _work_folder("cb-run-", processes, "server logs and client output") as work:
         results = measure(Bench(plan, processes, work))
         results["placement"] = placement.describe()
-        ok = True
-    finally:
-        processes.stop_all()
-        if ok:
-            shutil.rmtree(work, ignore_errors=True)
-        else:
-            print(f"the run failed; server logs and client output kept in {work}",
-                  file=sys.stderr)
     elapsed = time.monotonic() - started
     table_rows = rows(plan, results)
     print()
