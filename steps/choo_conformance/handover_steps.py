@@ -15,6 +15,7 @@ from .fidelity_steps import PROMPT_DELIVERY_S
 from .fixtures import EVENTUALLY
 from .results import NOT_APPLICABLE_MARK
 from .seam import CHECKPOINTS
+from .wait import Patience
 
 
 @given(parsers.parse('the job "{job_id}" will record {count:d} more events when a new watch of it '
@@ -47,18 +48,17 @@ def records_at_checkpoint(target, world, job_id, count, point):
 
 
 # Once a watch has not passed a checkpoint its implementation lists, the
-# next ones in the run are given this long: the first wait said enough.
-PATIENCE_AFTER_A_MISS_S = 2.0
-_missed = [False]
+# next ones in the run are given 2 s: the first wait said enough.
+_checkpoint = Patience(after_a_miss=2.0)
 
 
 @when(parsers.parse('the watch has passed "{point}" with those events recorded'))
 def passed_checkpoint(world, point):
     at, count, ran, errors = world.marks["checkpoint"]
     assert at == point, f"the scenario set up the checkpoint {at!r}, not {point!r}"
-    patience = PATIENCE_AFTER_A_MISS_S if _missed[0] else EVENTUALLY
+    patience = _checkpoint.timeout(EVENTUALLY)
     if not ran.wait(patience):
-        _missed[0] = True
+        _checkpoint.ran_out()
         received = len(world.watch().received())
         # The implementation says its watches pass this point: one that did
         # not leaves the example undecided, which is never a pass.

@@ -18,7 +18,8 @@ from . import environment
 from .contract import CONTRACT_CODES, TERMINAL, names_field
 from .daemon_target import SetupError
 from .fixtures import EVENTUALLY, PROMPTLY, status_code
-from .wait import ASKS_THE_DAEMON, wait_until
+from .process import stat_fields
+from .wait import ASKS_THE_DAEMON, Patience, wait_until
 
 # A command that says it started, then holds until the scenario releases it
 # (or a minute passes, so that nothing a failed run leaves behind lives on).
@@ -169,26 +170,22 @@ def _last_job(world) -> str:
 
 # The one precondition the suite's set-ups share: a job StartJob accepted
 # makes progress (runs its commands, ends). Once a daemon has failed it in
-# this run by running out its whole wait (its jobs never run a command,
-# say), later waits for it get only PATIENCE_AFTER_A_MISS_S: the scenarios
-# are blocked by the same cause, and one upstream defect does not cost
-# every one of them the whole wait. A daemon that met it in time keeps the
-# whole wait.
-PATIENCE_AFTER_A_MISS_S = 0.5
+# this run (its jobs never run a command, say), the scenarios after are
+# blocked by the same cause, and each waits only half a second for it.
 NO_PROGRESS = ("a job StartJob accepted made no progress: its command never started, or it never "
                "reached the status the scenario needs")
-_progress_missed = [False]
+_progress = Patience(after_a_miss=0.5)
 
 
 def patience(timeout: float = EVENTUALLY) -> float:
-    return min(timeout, PATIENCE_AFTER_A_MISS_S) if _progress_missed[0] else timeout
+    return _progress.timeout(timeout)
 
 
 def waited(timeout: float) -> str:
     """Notes a wait for progress that ran out; says how long it was and why."""
-    _progress_missed[0] = True
+    _progress.ran_out()
     return (f"waited {timeout:g} s" + (", as a started job to make progress had not come in time "
-                                       "before in this run" if timeout <= PATIENCE_AFTER_A_MISS_S else ""))
+                                       "before in this run" if timeout <= _progress.after_a_miss else ""))
 
 
 # What a job's wait allows for each command it runs, beyond EVENTUALLY.
@@ -596,8 +593,7 @@ def command_not_running(world, unit, task):
 def process_alive(pid: int) -> bool:
     """Whether pid is a live process (a zombie has ended)."""
     try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+        return stat_fields(pid)[0] not in ("Z", "X")
     except FileNotFoundError:
         return False
     except OSError:

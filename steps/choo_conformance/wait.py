@@ -29,3 +29,21 @@ def wait_until(condition: Callable[[], object], timeout: float, longest: float =
             return bool(condition())
         _never.wait(min(interval, remaining))
         interval = min(interval * 2, longest)
+
+
+class Patience:
+    """How long to wait for a precondition that, once a whole wait for it
+    has run out in this run, is not expected to come: later waits for it
+    get `after_a_miss` seconds, so that one upstream defect does not cost
+    every scenario after it the whole wait. A daemon that met it in time
+    keeps the whole wait."""
+
+    def __init__(self, after_a_miss: float) -> None:
+        self.after_a_miss = after_a_miss
+        self.missed = False
+
+    def timeout(self, whole: float) -> float:
+        return min(whole, self.after_a_miss) if self.missed else whole
+
+    def ran_out(self) -> None:
+        self.missed = True
