@@ -13,7 +13,7 @@ import grpc
 
 from choo.conformance.v1 import control_pb2_grpc
 from choo.v1 import daemon_pb2, daemon_pb2_grpc
-from choo_conformance.process import DaemonProcess
+from choo_conformance.process import DaemonProcess, stat_fields
 
 HERE = Path(__file__).resolve().parent
 DEADLINE_S = 20.0
@@ -90,10 +90,9 @@ def read_pid(pidfile: Path) -> int | None:
 def alive(pid: int) -> bool:
     """Whether the process runs (a zombie has ended; it only waits to be reaped)."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat_fields(pid)[0] not in ("Z", "X")
     except OSError:
         return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
 def kill_sleepers(pidfiles) -> None:

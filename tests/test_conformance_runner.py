@@ -18,7 +18,7 @@ from conformance_run import (
     writing_down_databases,
 )
 
-from choo_conformance.process import DaemonProcess
+from choo_conformance.process import DaemonProcess, stat_fields
 from choo_conformance.wait import wait_until
 
 
@@ -214,7 +214,7 @@ def _described(pids: list[int]) -> str:
     lines = []
     for pid in pids:
         try:
-            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            stat = stat_fields(pid)
             command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
             lines.append(f"pid {pid} state {stat[0]} parent {stat[1]} group {stat[2]}: {command}")
         except OSError:

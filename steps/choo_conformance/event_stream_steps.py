@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import random
 import re
 import threading
@@ -16,6 +15,7 @@ from pytest_bdd import given, parsers, then, when
 from .contract import COMPLETED, RUNNING
 from .daemon_target import timestamp_ns
 from .fixtures import EVENTUALLY, proto_event_fields
+from .process import group_members
 from .wait import ASKS_THE_DAEMON, wait_until
 
 NOTE = "héllo ✓ \"quoted\""
@@ -445,14 +445,9 @@ def joins_gap_free(world):
 def process_group_rss_kb(pgid: int) -> int:
     """Resident memory of every process in a process group, from /proc."""
     total = 0
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
+    for pid, _ in group_members(pgid):
         try:
-            with open(f"/proc/{entry.name}/stat") as stat:
-                if int(stat.read().rsplit(")", 1)[1].split()[2]) != pgid:
-                    continue
-            with open(f"/proc/{entry.name}/status") as status:
+            with open(f"/proc/{pid}/status") as status:
                 total += next((int(line.split()[1]) for line in status if line.startswith("VmRSS:")), 0)
         except (OSError, ValueError):
             continue

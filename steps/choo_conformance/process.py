@@ -12,7 +12,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import grpc
 
@@ -229,14 +229,25 @@ def group_lives(pgid: int) -> bool:
         return True
     if not os.path.isdir("/proc"):
         return True  # no way to tell a zombie apart here
+    return any(fields[0] not in ("Z", "X") for _, fields in group_members(pgid))
+
+
+def stat_fields(pid: int | str) -> list[str]:
+    """The fields of /proc/PID/stat after the command name: [0] the state
+    (Z or X: it has ended), [1] the parent, [2] the process group. Raises
+    OSError as open() does (FileNotFoundError: no such process)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rsplit(")", 1)[1].split()
+
+
+def group_members(pgid: int) -> Iterator[tuple[int, list[str]]]:
+    """(pid, stat_fields) of each process of the group, from /proc."""
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         try:
-            with open(f"/proc/{entry.name}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
+            fields = stat_fields(entry.name)
         except OSError:
             continue
-        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            return True
-    return False
+        if int(fields[2]) == pgid:
+            yield int(entry.name), fields
