@@ -143,6 +143,10 @@ def _stream(jobs, shutdown, job_id, from_sequence, context) -> Iterator[daemon_p
             except StorageError as error:
                 context.abort(grpc.StatusCode.UNAVAILABLE, unreadable(job_id, error))
             if events is None:
+                if watch.rpc_over:
+                    # Released as the RPC ended, a feed may read as ended:
+                    # that end is the client's, not the job's (W7).
+                    continue
                 return  # the job ended and every event was delivered (W3, W14)
             if not events:
                 watch.wake.wait()
