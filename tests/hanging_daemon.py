@@ -3,7 +3,7 @@ suite must fail the rule the hang breaks, within its time limits, and leave
 no process behind.
 
     python tests/hanging_daemon.py --hang append-while-watched|stream-forever \
-        --socket PATH --db PATH
+        --socket PATH --db PATH [--tag NAME]
 
 append-while-watched  AppendEvents blocks for good once a job has a watcher
                       (a recorder that waits for a lagging watcher).
@@ -51,6 +51,9 @@ def main() -> int:
     parser.add_argument("--hang", choices=sorted(HANGS), required=True)
     parser.add_argument("--socket", required=True)
     parser.add_argument("--db", required=True)
+    # Names the test that started it, so that a test looking for its own
+    # daemons left behind does not find another test's running beside it.
+    parser.add_argument("--tag", default="")
     args = parser.parse_args()
     HANGS[args.hang]()
     return serve(args.socket, args.db, conformance_control=True)

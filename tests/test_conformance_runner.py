@@ -250,9 +250,9 @@ HANGING = f"{sys.executable} {ROOT / 'tests' / 'hanging_daemon.py'}"
 ])
 def test_a_hanging_daemon_fails_its_rule_in_time_and_leaves_nothing(tmp_path, hang, rule, tags,
                                                                    scenario_timeout, says):
-    marker = f"--hang {hang} --socket"
+    marker = f"--tag {tmp_path}"  # this test's daemons, not those of one running beside it
     verdict = conformance(tmp_path, "--server-cmd", f"{HANGING} --hang {hang} --socket {{socket}} "
-                          "--db {db}", "--rules", rule, "--tags", tags,
+                          f"--db {{db}} {marker}", "--rules", rule, "--tags", tags,
                           "--scenario-timeout", scenario_timeout, timeout=300)
     assert verdict.code == 1, verdict.output()
     assert verdict.rules == {rule: "FAIL"}
@@ -269,9 +269,9 @@ def test_a_run_stopped_at_its_time_limit_leaves_no_daemon_and_no_folder(tmp_path
     # the folder of its socket and database. Each daemon writes its
     # database down as it starts.
     started = tmp_path / "started.txt"
-    marker = "--hang stream-forever --socket"
+    marker = f"--tag {tmp_path}"  # this test's daemons, not those of one running beside it
     command = writing_down_databases(
-        f"{HANGING} --hang stream-forever --socket {{socket}} --db {{db}}", started)
+        f"{HANGING} --hang stream-forever --socket {{socket}} --db {{db}} {marker}", started)
     verdict = conformance(tmp_path / "report", "--server-cmd", command, "--rules", "W14",
                           "--tags", "not volume", "--timeout", "15", timeout=120)
     assert verdict.code == 1, verdict.output()
